@@ -1,0 +1,152 @@
+//! Vector-Jacobian products: cotangents flow from a point back to the input, through every
+//! node of the compiled program in reverse (SPEC §2).
+
+use ndarray::{Array1, Array2, Array3, ArrayView2};
+
+use crate::cancel::Stop;
+use crate::error::{CoreError, Result};
+use crate::float::Float;
+use crate::forward::{self, Trace};
+use crate::kernels::{self, Direction};
+use crate::loss::{self, Loss, Targets};
+use crate::network::{Network, Op, Slot};
+
+/// Gradients of every Dense layer's parameters (depth-first), one per cotangent `k`:
+/// `weights[l]` has shape `(K, d_out, d_in)`, `biases[l]` `(K, d_out)` or `None` without a bias.
+#[derive(Debug, Clone)]
+pub struct ParamGrads<T> {
+    pub weights: Vec<Array3<T>>,
+    pub biases: Vec<Option<Array2<T>>>,
+}
+
+fn accumulate<T: Float>(grads: &mut [Option<Array2<T>>], slot: Slot, alpha: T, g: ArrayView2<T>) {
+    match &mut grads[slot] {
+        Some(acc) => kernels::add_assign_scaled(acc, alpha, g),
+        empty @ None => *empty = Some(if alpha == T::one() { g.to_owned() } else { g.mapv(|v| v * alpha) }),
+    }
+}
+
+/// Pulls the cotangent block `seed` (`(B*K, d_point)`, row `b*K + k`) on point `point` back to
+/// every point `lowest..=point`, handing each point's block to `sink(i, block)` from `point` down
+/// to `lowest`. With `params`, also returns the Dense parameter gradients (for `lowest == 0`;
+/// layers after `point` get zeros).
+#[allow(clippy::too_many_arguments)]
+pub fn vjp<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    seed: Array2<T>,
+    k: usize,
+    point: usize,
+    lowest: usize,
+    params: bool,
+    sink: &mut dyn FnMut(usize, Array2<T>) -> Result<()>,
+    stop: &Stop,
+) -> Result<Option<ParamGrads<T>>> {
+    let batch = trace.batch();
+    debug_assert_eq!(seed.nrows(), batch * k);
+    debug_assert!(lowest <= point);
+    let slot_point = net.slot_points();
+    let mut grads: Vec<Option<Array2<T>>> = vec![None; net.num_slots()];
+    grads[net.point_slots[point]] = Some(seed);
+    let mut param_grads = params.then(|| ParamGrads {
+        weights: net.dense.iter().map(|p| Array3::zeros((k, p.weight.nrows(), p.weight.ncols()))).collect(),
+        biases: net.dense.iter().map(|p| p.bias.as_ref().map(|b| Array2::zeros((k, b.len())))).collect(),
+    });
+    for n in net.nodes_of_layers(lowest + 1, point).rev() {
+        stop.check()?;
+        let node = &net.nodes[n];
+        let g = grads[node.output]
+            .take()
+            .ok_or_else(|| CoreError::Internal(format!("no cotangent reached {}", node.label)))?;
+        let input = trace.values[node.input].view();
+        let stats = || trace.stats[n].as_ref().ok_or_else(|| CoreError::Internal("missing statistics".into()));
+        match node.op {
+            Op::Dense(i) => {
+                let p = &net.dense[i];
+                if let Some(pg) = param_grads.as_mut() {
+                    let (dw, db) = kernels::dense_param_grads(g.view(), input, k, p.bias.is_some());
+                    pg.weights[i] = dw;
+                    pg.biases[i] = db;
+                }
+                let gi = kernels::matmul_rows(g.view(), p.weight.view());
+                accumulate(&mut grads, node.input, T::one(), gi.view());
+            }
+            Op::Activation(a) => {
+                let gi = kernels::activation_tangent(a, input, k, g.view());
+                accumulate(&mut grads, node.input, T::one(), gi.view());
+            }
+            Op::LayerNorm(i) => {
+                let gi = kernels::layernorm_tangent(input, stats()?, &net.norms[i], k, g.view(), Direction::Vjp);
+                accumulate(&mut grads, node.input, T::one(), gi.view());
+            }
+            Op::BatchNorm(i) => {
+                let gi = kernels::batchnorm_tangent(input, stats()?, &net.norms[i], k, g.view());
+                accumulate(&mut grads, node.input, T::one(), gi.view());
+            }
+            Op::Add { shortcut, alpha } => {
+                accumulate(&mut grads, node.input, alpha, g.view());
+                accumulate(&mut grads, shortcut, T::one(), g.view());
+            }
+        }
+        if let Some(p) = slot_point[node.output] {
+            sink(p, g)?;
+        }
+    }
+    let g = grads[net.point_slots[lowest]]
+        .take()
+        .ok_or_else(|| CoreError::Internal("no cotangent reached the lowest point".into()))?;
+    sink(lowest, g)?;
+    Ok(param_grads)
+}
+
+/// The VJP of SPEC §2 from user input: `cotangent` (`(B*K, d_point)`) on point `point` (Python
+/// style, negative from the end). Returns the block at every point (`None` after `point`) and the
+/// Dense parameter gradients.
+pub fn vjp_all_points<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    cotangent: ArrayView2<T>,
+    k: usize,
+    point: i64,
+    stop: &Stop,
+) -> Result<(Vec<Option<Array2<T>>>, ParamGrads<T>)> {
+    let point = net.resolve_point(point, "point")?;
+    forward::check_input(net, x)?;
+    forward::check_block(net, x, cotangent, k, point, "cotangent")?;
+    let trace = forward::forward(net, x, stop)?;
+    let mut points = vec![None; net.num_layers() + 1];
+    let params = vjp(net, &trace, cotangent.to_owned(), k, point, 0, true, &mut |i, g| {
+        points[i] = Some(g);
+        Ok(())
+    }, stop)?
+    .expect("params were requested");
+    Ok((points, params))
+}
+
+/// Gradients of a loss: per-sample losses, `dL/dp_i` for every point, and parameter gradients.
+pub struct LossGradients<T> {
+    pub losses: Array1<T>,
+    pub points: Vec<Array2<T>>,
+    pub params: ParamGrads<T>,
+    pub trace: Trace<T>,
+}
+
+/// Forward pass, per-sample losses and the gradients of their sum (SPEC §2).
+pub fn loss_and_grad<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    loss: Loss,
+    targets: Targets<T>,
+    stop: &Stop,
+) -> Result<LossGradients<T>> {
+    let trace = forward::forward(net, x, stop)?;
+    let n = net.num_layers();
+    let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
+    let mut points = vec![Array2::zeros((0, 0)); n + 1];
+    let params = vjp(net, &trace, seed, 1, n, 0, true, &mut |i, g| {
+        points[i] = g;
+        Ok(())
+    }, stop)?
+    .expect("params were requested");
+    Ok(LossGradients { losses, points, params, trace })
+}

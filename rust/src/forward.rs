@@ -1,0 +1,92 @@
+//! The forward pass: every slot's value and the normalisation statistics, kept for the
+//! backward and tangent passes.
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::cancel::Stop;
+use crate::error::Result;
+use crate::float::Float;
+use crate::invalid;
+use crate::kernels::{self, NormStats};
+use crate::network::{Network, Op};
+
+/// Everything a forward pass computed.
+#[derive(Debug, Clone)]
+pub struct Trace<T> {
+    /// One `(B, width)` array per slot; slot 0 is the input.
+    pub values: Vec<Array2<T>>,
+    /// Normalisation statistics of each node (`None` for nodes without).
+    pub stats: Vec<Option<NormStats<T>>>,
+}
+
+impl<T: Float> Trace<T> {
+    pub fn batch(&self) -> usize {
+        self.values[0].nrows()
+    }
+
+    /// Point `p_i`.
+    pub fn point(&self, net: &Network<T>, i: usize) -> ArrayView2<'_, T> {
+        self.values[net.point_slots[i]].view()
+    }
+}
+
+/// Checks that a user array has no NaN/Inf, naming the first bad entry.
+pub fn check_finite_2d<T: Float>(a: ArrayView2<T>, name: &str) -> Result<()> {
+    if a.iter().all(|v| v.is_finite()) {
+        return Ok(());
+    }
+    let ((r, c), v) = a.indexed_iter().find(|(_, v)| !v.is_finite()).expect("a non-finite entry exists");
+    invalid!("{name} contains a non-finite value ({v}) at [{r}, {c}]")
+}
+
+/// Checks the input batch: non-empty, the right width, finite.
+pub fn check_input<T: Float>(net: &Network<T>, x: ArrayView2<T>) -> Result<Vec<usize>> {
+    if x.nrows() == 0 {
+        return invalid!("x is an empty batch (shape ({}, {})); pass at least one sample", x.nrows(), x.ncols());
+    }
+    let widths = net.slot_widths(x.ncols())?;
+    check_finite_2d(x, "x")?;
+    Ok(widths)
+}
+
+/// Checks a `(B*K, d)` block of `K` vectors per sample placed on point `point`.
+pub fn check_block<T: Float>(net: &Network<T>, x: ArrayView2<T>, block: ArrayView2<T>, k: usize, point: usize, name: &str) -> Result<()> {
+    let widths = net.slot_widths(x.ncols())?;
+    let d = widths[net.point_slots[point]];
+    if k == 0 || block.nrows() != x.nrows() * k {
+        return invalid!("{name} has {} rows for K={k} vectors per sample, but x has {} samples", block.nrows(), x.nrows());
+    }
+    if block.ncols() != d {
+        return invalid!("{name} has width {} but point {point} has width {d}", block.ncols());
+    }
+    check_finite_2d(block, name)
+}
+
+/// Runs the network on `x` of shape `(B, d_0)`.
+pub fn forward<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Result<Trace<T>> {
+    check_input(net, x)?;
+    let mut values = Vec::with_capacity(net.num_slots());
+    values.push(x.as_standard_layout().into_owned());
+    let mut stats = Vec::with_capacity(net.nodes.len());
+    for node in &net.nodes {
+        stop.check()?;
+        let input = values[node.input].view();
+        let (out, st) = match node.op {
+            Op::Dense(i) => (kernels::dense_forward(input, &net.dense[i]), None),
+            Op::Activation(a) => (kernels::activation_forward(a, input), None),
+            Op::LayerNorm(i) => {
+                let (y, s) = kernels::layernorm_forward(input, &net.norms[i]);
+                (y, Some(s))
+            }
+            Op::BatchNorm(i) => {
+                let (y, s) = kernels::batchnorm_forward(input, &net.norms[i]);
+                (y, Some(s))
+            }
+            Op::Add { shortcut, alpha } => (kernels::add_scaled(values[shortcut].view(), alpha, input), None),
+        };
+        debug_assert_eq!(values.len(), node.output);
+        values.push(out);
+        stats.push(st);
+    }
+    Ok(Trace { values, stats })
+}

@@ -1,0 +1,114 @@
+//! Per-sample Jacobians between points and their Frobenius norms (SPEC §2).
+
+use ndarray::{Array2, Array3, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use crate::backward::vjp;
+use crate::cancel::Stop;
+use crate::error::{CoreError, Result};
+use crate::float::Float;
+use crate::forward::{forward, Trace};
+use crate::invalid;
+use crate::jvp::jvp;
+use crate::network::Network;
+
+/// At most this many elements in one `(B, K, d)` cotangent block: large `K` is split into chunks.
+const BLOCK_ELEMENTS: usize = 1 << 22;
+
+/// `K` identity vectors per sample: row `b*K + t` is the unit vector `e_{first + t}` of width `d`.
+pub fn identity_block<T: Float>(batch: usize, first: usize, k: usize, d: usize) -> Array2<T> {
+    let mut seed = Array2::zeros((batch * k, d));
+    for b in 0..batch {
+        for t in 0..k {
+            seed[[b * k + t, first + t]] = T::one();
+        }
+    }
+    seed
+}
+
+/// Fails when a BatchNorm between points `start < end` couples the samples.
+pub fn require_per_sample<T: Float>(net: &Network<T>, start: usize, end: usize) -> Result<()> {
+    if let Some(label) = net.batchnorm_between(start + 1, end) {
+        return invalid!(
+            "the per-sample Jacobian dp_{end}/dp_{start} does not exist: {label} couples the samples of a batch; \
+             use vjp/jvp on the whole batch (or mode='batch') instead"
+        );
+    }
+    Ok(())
+}
+
+/// Per-sample `dp_end/dp_start`, shape `(B, d_end, d_start)`, by `K = min(d_end, d_start)`
+/// batched VJPs or JVPs.
+pub fn jacobian<T: Float>(net: &Network<T>, x: ArrayView2<T>, start: i64, end: i64, stop: &Stop) -> Result<Array3<T>> {
+    let start = net.resolve_point(start, "start")?;
+    let end = net.resolve_point(end, "end")?;
+    if start > end {
+        return invalid!("start={start} comes after end={end}: the Jacobian dp_end/dp_start needs start <= end");
+    }
+    require_per_sample(net, start, end)?;
+    let trace = forward(net, x, stop)?;
+    jacobian_from_trace(net, &trace, start, end, stop)
+}
+
+pub fn jacobian_from_trace<T: Float>(net: &Network<T>, trace: &Trace<T>, start: usize, end: usize, stop: &Stop) -> Result<Array3<T>> {
+    let batch = trace.batch();
+    let d_start = trace.point(net, start).ncols();
+    let d_end = trace.point(net, end).ncols();
+    let mut result = None;
+    if d_end <= d_start {
+        let seed = identity_block(batch, 0, d_end, d_end);
+        vjp(net, trace, seed, d_end, end, start, false, &mut |i, g| {
+            if i == start {
+                result = Some(g);
+            }
+            Ok(())
+        }, stop)?;
+        let rows = result.ok_or_else(|| CoreError::Internal("vjp skipped the start point".into()))?;
+        Ok(rows.into_shape_with_order((batch, d_end, d_start)).map_err(|e| CoreError::Internal(e.to_string()))?)
+    } else {
+        let seed = identity_block(batch, 0, d_start, d_start);
+        jvp(net, trace, seed, d_start, start, end, &mut |j, t| {
+            if j == end {
+                result = Some(t.to_owned());
+            }
+            Ok(())
+        }, stop)?;
+        let cols = result.ok_or_else(|| CoreError::Internal("jvp skipped the end point".into()))?;
+        let cols = cols.into_shape_with_order((batch, d_start, d_end)).map_err(|e| CoreError::Internal(e.to_string()))?;
+        Ok(cols.permuted_axes([0, 2, 1]).as_standard_layout().into_owned())
+    }
+}
+
+/// Per-sample `||dp_end/dp_i||_F^2` for every point `i <= end`, shape `(end + 1, B)`, in f64,
+/// by identity-seeded VJPs in chunks of `K` so that no `(B, K, d)` block exceeds
+/// [`BLOCK_ELEMENTS`]. Each sample's squares are summed in one fixed order.
+pub fn jacobian_sq_norms_from_trace<T: Float>(net: &Network<T>, trace: &Trace<T>, end: usize, stop: &Stop) -> Result<Array2<f64>> {
+    require_per_sample(net, 0, end)?;
+    let batch = trace.batch();
+    let d_end = trace.point(net, end).ncols();
+    let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
+    let chunk = (BLOCK_ELEMENTS / (batch * max_width).max(1)).clamp(1, d_end);
+    let mut acc = Array2::<f64>::zeros((end + 1, batch));
+    for first in (0..d_end).step_by(chunk) {
+        let k = chunk.min(d_end - first);
+        let seed = identity_block(batch, first, k, d_end);
+        vjp(net, trace, seed, k, end, 0, false, &mut |i, g| {
+            let mut row = acc.row_mut(i);
+            row.as_slice_mut()
+                .expect("rows of a standard-layout array are contiguous")
+                .par_iter_mut()
+                .zip(g.axis_chunks_iter(Axis(0), k).into_par_iter())
+                .for_each(|(a, block)| *a += block.iter().map(|v| v.as_f64() * v.as_f64()).sum::<f64>());
+            Ok(())
+        }, stop)?;
+    }
+    Ok(acc)
+}
+
+/// Per-sample `||dp_end/dp_i||_F` for every point `i <= end`, shape `(end + 1, B)` (SPEC §2).
+pub fn jacobian_norms<T: Float>(net: &Network<T>, x: ArrayView2<T>, end: i64, stop: &Stop) -> Result<Array2<T>> {
+    let end = net.resolve_point(end, "end")?;
+    require_per_sample(net, 0, end)?;
+    let trace = forward(net, x, stop)?;
+    Ok(jacobian_sq_norms_from_trace(net, &trace, end, stop)?.mapv(|s| T::from_f64(s.sqrt())))
+}

@@ -1,0 +1,93 @@
+//! Jacobian-vector products: tangents flow from a point forward to the output (SPEC §2).
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::cancel::Stop;
+use crate::error::{CoreError, Result};
+use crate::float::Float;
+use crate::forward::{self, Trace};
+use crate::kernels::{self, Direction};
+use crate::network::{Network, Op};
+
+/// Pushes the tangent block `seed` (`(B*K, d_point)`, row `b*K + k`) on point `point` forward to
+/// every point `point..=highest`, handing each to `sink(j, block)` in increasing `j`.
+/// Tangents are dropped as soon as no later node reads them.
+#[allow(clippy::too_many_arguments)]
+pub fn jvp<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    seed: Array2<T>,
+    k: usize,
+    point: usize,
+    highest: usize,
+    sink: &mut dyn FnMut(usize, ArrayView2<T>) -> Result<()>,
+    stop: &Stop,
+) -> Result<()> {
+    let nodes = net.nodes_of_layers(point + 1, highest);
+    let mut last_use = vec![usize::MAX; net.num_slots()];
+    for n in nodes.clone() {
+        let node = &net.nodes[n];
+        last_use[node.input] = n;
+        if let Op::Add { shortcut, .. } = node.op {
+            last_use[shortcut] = n;
+        }
+    }
+    let slot_point = net.slot_points();
+    let mut tangents: Vec<Option<Array2<T>>> = vec![None; net.num_slots()];
+    sink(point, seed.view())?;
+    tangents[net.point_slots[point]] = Some(seed);
+    for n in nodes {
+        stop.check()?;
+        let node = &net.nodes[n];
+        let missing = || CoreError::Internal(format!("no tangent reached {}", node.label));
+        let t = tangents[node.input].as_ref().ok_or_else(missing)?.view();
+        let input = trace.values[node.input].view();
+        let stats = || trace.stats[n].as_ref().ok_or_else(|| CoreError::Internal("missing statistics".into()));
+        let out = match node.op {
+            Op::Dense(i) => kernels::matmul_rows(t, net.dense[i].weight.t()),
+            Op::Activation(a) => kernels::activation_tangent(a, input, k, t),
+            Op::LayerNorm(i) => kernels::layernorm_tangent(input, stats()?, &net.norms[i], k, t, Direction::Jvp),
+            Op::BatchNorm(i) => kernels::batchnorm_tangent(input, stats()?, &net.norms[i], k, t),
+            Op::Add { shortcut, alpha } => {
+                let ts = tangents[shortcut].as_ref().ok_or_else(missing)?.view();
+                kernels::add_scaled(ts, alpha, t)
+            }
+        };
+        if let Some(j) = slot_point[node.output] {
+            sink(j, out.view())?;
+        }
+        tangents[node.output] = Some(out);
+        if last_use[node.input] == n {
+            tangents[node.input] = None;
+        }
+        if let Op::Add { shortcut, .. } = node.op {
+            if last_use[shortcut] == n {
+                tangents[shortcut] = None;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The JVP of SPEC §2 from user input: `tangent` (`(B*K, d_point)`) on point `point` (Python style).
+/// Returns the block at every point, `None` before `point`.
+pub fn jvp_all_points<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    tangent: ArrayView2<T>,
+    k: usize,
+    point: i64,
+    stop: &Stop,
+) -> Result<Vec<Option<Array2<T>>>> {
+    let point = net.resolve_point(point, "point")?;
+    forward::check_input(net, x)?;
+    forward::check_block(net, x, tangent, k, point, "tangent")?;
+    let trace = forward::forward(net, x, stop)?;
+    let n = net.num_layers();
+    let mut points = vec![None; n + 1];
+    jvp(net, &trace, tangent.to_owned(), k, point, n, &mut |j, t| {
+        points[j] = Some(t.to_owned());
+        Ok(())
+    }, stop)?;
+    Ok(points)
+}

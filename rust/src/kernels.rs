@@ -1,0 +1,313 @@
+//! The math of every layer on blocks of rows: forward, and the linear maps the VJP and JVP apply.
+//!
+//! A *block* holds `K` vectors per sample: row `b * K + k` is vector `k` of sample `b`
+//! (a `(B, K, d)` array seen as `(B * K, d)`). Trace values have one row per sample.
+//! Every loop is split by [`rows_per_task`], which depends only on shapes (see `parallel`).
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, Axis, Zip};
+use rayon::prelude::*;
+
+use crate::activation::Activation;
+use crate::float::Float;
+use crate::network::{DenseParams, NormParams};
+use crate::parallel::{for_row_chunks, rows_per_task};
+
+/// Per-normalisation statistics saved by the forward pass: per sample (LayerNorm) or per feature
+/// (BatchNorm).
+#[derive(Debug, Clone)]
+pub struct NormStats<T> {
+    pub mean: Array1<T>,
+    /// `1 / sqrt(var + eps)`.
+    pub rstd: Array1<T>,
+}
+
+// ---------------------------------------------------------------- Dense
+
+/// `y = x @ W.T + b`.
+pub fn dense_forward<T: Float>(x: ArrayView2<T>, p: &DenseParams<T>) -> Array2<T> {
+    let (d_out, d_in) = p.weight.dim();
+    let mut y = Array2::zeros((x.nrows(), d_out));
+    for_row_chunks(y.view_mut(), rows_per_task(d_in.max(d_out), 1), |start, mut yc| {
+        let xc = x.slice(s![start..start + yc.nrows(), ..]);
+        let beta = match &p.bias {
+            Some(b) => {
+                yc.assign(b);
+                T::one()
+            }
+            None => T::zero(),
+        };
+        general_mat_mul(T::one(), &xc, &p.weight.t(), beta, &mut yc);
+    });
+    y
+}
+
+/// `block @ m` for any block of rows (`m` is `W` for a VJP, `W.T` for a JVP).
+pub fn matmul_rows<T: Float>(block: ArrayView2<T>, m: ArrayView2<T>) -> Array2<T> {
+    let mut out = Array2::zeros((block.nrows(), m.ncols()));
+    for_row_chunks(out.view_mut(), rows_per_task(m.nrows().max(m.ncols()), 1), |start, mut oc| {
+        let bc = block.slice(s![start..start + oc.nrows(), ..]);
+        general_mat_mul(T::one(), &bc, &m, T::zero(), &mut oc);
+    });
+    out
+}
+
+/// Gradients of `sum_{b} <g_{b,k}, W x_b + bias>` for each `k`: `dW[k] = sum_b g_{b,k}^T x_b`
+/// with shape `(K, d_out, d_in)`, and `db[k] = sum_b g_{b,k}` with shape `(K, d_out)`.
+/// Each entry is reduced over the batch in one fixed order.
+pub fn dense_param_grads<T: Float>(
+    g: ArrayView2<T>,
+    x: ArrayView2<T>,
+    k: usize,
+    with_bias: bool,
+) -> (Array3<T>, Option<Array2<T>>) {
+    let (batch, d_in) = x.dim();
+    let d_out = g.ncols();
+    let mut dw = Array3::zeros((k, d_out, d_in));
+    let mut db = with_bias.then(|| Array2::zeros((k, d_out)));
+    // Output rows per task: about 2M multiply-adds each, a multiple of 8 rows.
+    let rows = ((1usize << 21) / (d_in * batch).max(1)).div_ceil(8).max(1) * 8;
+    let mut tasks = Vec::new();
+    for (kk, mut rest) in dw.outer_iter_mut().enumerate() {
+        let mut o0 = 0;
+        while rest.nrows() > 0 {
+            let n = rows.min(rest.nrows());
+            let (head, tail) = rest.split_at(Axis(0), n);
+            tasks.push((kk, o0, head));
+            o0 += rows;
+            rest = tail;
+        }
+    }
+    tasks.into_par_iter().for_each(|(kk, o0, mut dw_c)| {
+        let gk = g.slice(s![kk..;k, o0..o0 + dw_c.nrows()]);
+        general_mat_mul(T::one(), &gk.t(), &x, T::zero(), &mut dw_c);
+    });
+    if let Some(db) = db.as_mut() {
+        db.outer_iter_mut().into_par_iter().enumerate().for_each(|(kk, mut row)| {
+            for b in 0..batch {
+                row += &g.row(b * k + kk);
+            }
+        });
+    }
+    (dw, db)
+}
+
+// ---------------------------------------------------------------- Activation
+
+/// `y = phi(z)`.
+pub fn activation_forward<T: Float>(act: Activation, z: ArrayView2<T>) -> Array2<T> {
+    let mut y = Array2::zeros(z.raw_dim());
+    for_row_chunks(y.view_mut(), rows_per_task(z.ncols(), 1), |start, mut yc| {
+        let zc = z.slice(s![start..start + yc.nrows(), ..]);
+        Zip::from(&mut yc).and(&zc).for_each(|y, &z| *y = act.apply(z));
+    });
+    y
+}
+
+/// `out[b, k] = block[b, k] * phi'(z[b])`: the activation's Jacobian is diagonal, so the VJP and
+/// the JVP are the same map.
+pub fn activation_tangent<T: Float>(act: Activation, z: ArrayView2<T>, k: usize, block: ArrayView2<T>) -> Array2<T> {
+    let d = z.ncols();
+    let mut out = Array2::zeros(block.raw_dim());
+    for_row_chunks(out.view_mut(), rows_per_task(d, k), |start, mut oc| {
+        let mut slope = Array1::zeros(d);
+        for (r, mut orow) in oc.rows_mut().into_iter().enumerate() {
+            let row = start + r;
+            if row % k == 0 || r == 0 {
+                Zip::from(&mut slope).and(z.row(row / k)).for_each(|s, &z| *s = act.derivative(z));
+            }
+            Zip::from(&mut orow).and(block.row(row)).and(&slope).for_each(|o, &g, &s| *o = g * s);
+        }
+    });
+    out
+}
+
+// ---------------------------------------------------------------- LayerNorm
+
+/// `(x - mean) * rstd * weight + bias` elementwise for one row.
+fn normalise_row<T: Float>(x: ArrayView1<T>, mean: T, rstd: T, p: &NormParams<T>, mut y: ndarray::ArrayViewMut1<T>) {
+    Zip::from(&mut y).and(x).for_each(|y, &x| *y = (x - mean) * rstd);
+    if let Some(w) = &p.weight {
+        y *= w;
+    }
+    if let Some(b) = &p.bias {
+        y += b;
+    }
+}
+
+/// Mean and population variance of a vector, two-pass.
+fn mean_rstd<T: Float>(v: impl Iterator<Item = T> + Clone, n: usize, eps: T) -> (T, T) {
+    let nf = T::from_usize(n);
+    let mean = v.clone().fold(T::zero(), |a, x| a + x) / nf;
+    let var = v.fold(T::zero(), |a, x| a + (x - mean) * (x - mean)) / nf;
+    (mean, T::one() / (var + eps).sqrt())
+}
+
+pub fn layernorm_forward<T: Float>(x: ArrayView2<T>, p: &NormParams<T>) -> (Array2<T>, NormStats<T>) {
+    let (batch, d) = x.dim();
+    let mut stats = Array2::zeros((batch, 2));
+    for_row_chunks(stats.view_mut(), rows_per_task(d, 1), |start, mut sc| {
+        for (r, mut srow) in sc.rows_mut().into_iter().enumerate() {
+            let (mean, rstd) = mean_rstd(x.row(start + r).iter().copied(), d, p.eps);
+            srow[0] = mean;
+            srow[1] = rstd;
+        }
+    });
+    let stats = NormStats { mean: stats.column(0).to_owned(), rstd: stats.column(1).to_owned() };
+    let mut y = Array2::zeros((batch, d));
+    for_row_chunks(y.view_mut(), rows_per_task(d, 1), |start, mut yc| {
+        for (r, yrow) in yc.rows_mut().into_iter().enumerate() {
+            let b = start + r;
+            normalise_row(x.row(b), stats.mean[b], stats.rstd[b], p, yrow);
+        }
+    });
+    (y, stats)
+}
+
+/// Which side of the normalisation the affine weight sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Cotangents flow back: multiply by the weight, then project.
+    Vjp,
+    /// Tangents flow forward: project, then multiply by the weight.
+    Jvp,
+}
+
+/// LayerNorm's Jacobian per sample is `diag(w) P` with the symmetric
+/// `P = rstd (I - 1 1^T / d - xhat xhat^T / d)`; the VJP applies `P diag(w)`, the JVP `diag(w) P`.
+pub fn layernorm_tangent<T: Float>(
+    x: ArrayView2<T>,
+    stats: &NormStats<T>,
+    p: &NormParams<T>,
+    k: usize,
+    block: ArrayView2<T>,
+    direction: Direction,
+) -> Array2<T> {
+    let d = x.ncols();
+    let inv_d = T::one() / T::from_usize(d);
+    let mut out = Array2::zeros(block.raw_dim());
+    for_row_chunks(out.view_mut(), rows_per_task(d, k), |start, mut oc| {
+        let mut xhat = Array1::zeros(d);
+        for (r, mut orow) in oc.rows_mut().into_iter().enumerate() {
+            let row = start + r;
+            let b = row / k;
+            let rstd = stats.rstd[b];
+            if row % k == 0 || r == 0 {
+                let mean = stats.mean[b];
+                Zip::from(&mut xhat).and(x.row(b)).for_each(|h, &x| *h = (x - mean) * rstd);
+            }
+            orow.assign(&block.row(row));
+            if let (Direction::Vjp, Some(w)) = (direction, &p.weight) {
+                orow *= w;
+            }
+            let m1 = orow.sum() * inv_d;
+            let m2 = orow.dot(&xhat) * inv_d;
+            Zip::from(&mut orow).and(&xhat).for_each(|o, &h| *o = (*o - m1 - h * m2) * rstd);
+            if let (Direction::Jvp, Some(w)) = (direction, &p.weight) {
+                orow *= w;
+            }
+        }
+    });
+    out
+}
+
+// ---------------------------------------------------------------- BatchNorm
+
+pub fn batchnorm_forward<T: Float>(x: ArrayView2<T>, p: &NormParams<T>) -> (Array2<T>, NormStats<T>) {
+    let (batch, d) = x.dim();
+    let mut mean = Array1::zeros(d);
+    let mut rstd = Array1::zeros(d);
+    // Per feature, summed over the batch in row order.
+    Zip::from(&mut mean).and(&mut rstd).and(x.columns()).par_for_each(|m, r, col| {
+        (*m, *r) = mean_rstd(col.iter().copied(), batch, p.eps);
+    });
+    let stats = NormStats { mean, rstd };
+    let mut y = Array2::zeros((batch, d));
+    for_row_chunks(y.view_mut(), rows_per_task(d, 1), |start, mut yc| {
+        for (r, mut yrow) in yc.rows_mut().into_iter().enumerate() {
+            let b = start + r;
+            Zip::from(&mut yrow)
+                .and(x.row(b))
+                .and(&stats.mean)
+                .and(&stats.rstd)
+                .for_each(|y, &x, &m, &s| *y = (x - m) * s);
+            if let Some(w) = &p.weight {
+                yrow *= w;
+            }
+            if let Some(bias) = &p.bias {
+                yrow += bias;
+            }
+        }
+    });
+    (y, stats)
+}
+
+/// BatchNorm's Jacobian over the whole batch, per feature `j`:
+/// `w_j rstd_j (I - 1 1^T / B - xhat_j xhat_j^T / B)`, symmetric, so the VJP and the JVP are the
+/// same map. Each of the `K` vectors per sample is one batch-wide vector.
+pub fn batchnorm_tangent<T: Float>(
+    x: ArrayView2<T>,
+    stats: &NormStats<T>,
+    p: &NormParams<T>,
+    k: usize,
+    block: ArrayView2<T>,
+) -> Array2<T> {
+    let (batch, d) = x.dim();
+    let inv_b = T::one() / T::from_usize(batch);
+    let mut xhat = Array2::zeros((batch, d));
+    Zip::from(xhat.rows_mut()).and(x.rows()).for_each(|mut h, xr| {
+        Zip::from(&mut h).and(xr).and(&stats.mean).and(&stats.rstd).for_each(|h, &x, &m, &s| *h = (x - m) * s);
+    });
+    let mut out = Array2::zeros(block.raw_dim());
+    let block3 = block.into_shape_with_order((batch, k, d)).expect("block has B*K rows");
+    let mut out3 = out.view_mut().into_shape_with_order((batch, k, d)).expect("block has B*K rows");
+    let pairs: Vec<_> = out3.axis_iter_mut(Axis(1)).zip(block3.axis_iter(Axis(1))).collect();
+    pairs.into_par_iter().for_each(|(mut o, v)| {
+        let mut s1 = Array1::<T>::zeros(d);
+        let mut s2 = Array1::<T>::zeros(d);
+        for b in 0..batch {
+            Zip::from(&mut s1).and(&mut s2).and(v.row(b)).and(xhat.row(b)).for_each(|s1, s2, &v, &h| {
+                *s1 += v;
+                *s2 += v * h;
+            });
+        }
+        for b in 0..batch {
+            Zip::from(o.row_mut(b))
+                .and(v.row(b))
+                .and(xhat.row(b))
+                .and(&s1)
+                .and(&s2)
+                .and(&stats.rstd)
+                .for_each(|o, &v, &h, &s1, &s2, &r| *o = (v - s1 * inv_b - h * s2 * inv_b) * r);
+            if let Some(w) = &p.weight {
+                let mut orow = o.row_mut(b);
+                orow *= w;
+            }
+        }
+    });
+    out
+}
+
+// ---------------------------------------------------------------- Residual
+
+/// `shortcut + alpha * body`.
+pub fn add_scaled<T: Float>(shortcut: ArrayView2<T>, alpha: T, body: ArrayView2<T>) -> Array2<T> {
+    let mut out = Array2::zeros(body.raw_dim());
+    for_row_chunks(out.view_mut(), rows_per_task(body.ncols(), 1), |start, mut oc| {
+        let n = oc.nrows();
+        Zip::from(&mut oc)
+            .and(shortcut.slice(s![start..start + n, ..]))
+            .and(body.slice(s![start..start + n, ..]))
+            .for_each(|o, &s, &b| *o = s + alpha * b);
+    });
+    out
+}
+
+/// `acc += alpha * v`, in parallel.
+pub fn add_assign_scaled<T: Float>(acc: &mut Array2<T>, alpha: T, v: ArrayView2<T>) {
+    let d = acc.ncols();
+    for_row_chunks(acc.view_mut(), rows_per_task(d, 1), |start, mut ac| {
+        let n = ac.nrows();
+        Zip::from(&mut ac).and(v.slice(s![start..start + n, ..])).for_each(|a, &v| *a += alpha * v);
+    });
+}

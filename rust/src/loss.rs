@@ -1,0 +1,80 @@
+//! Per-sample losses on the network output and their gradients (SPEC §2).
+
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Zip};
+
+use crate::error::Result;
+use crate::float::Float;
+use crate::forward::check_finite_2d;
+use crate::invalid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loss {
+    /// `l_b = 0.5 * ||o_b - y_b||^2`.
+    Mse,
+    /// `l_b = logsumexp(o_b) - o_b[y_b]`.
+    CrossEntropy,
+}
+
+impl Loss {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "mse" => Ok(Loss::Mse),
+            "cross_entropy" => Ok(Loss::CrossEntropy),
+            _ => invalid!("unknown loss '{name}'; expected 'mse' or 'cross_entropy'"),
+        }
+    }
+}
+
+/// What the loss compares the output with.
+#[derive(Debug, Clone, Copy)]
+pub enum Targets<'a, T> {
+    /// Zero targets (mse with `y=None`).
+    Zeros,
+    /// One target vector per sample (mse).
+    Values(ArrayView2<'a, T>),
+    /// One class per sample (cross_entropy).
+    Classes(ArrayView1<'a, i64>),
+}
+
+/// Per-sample losses `(B,)` and `dL/do` `(B, d)` for the total loss `L = sum_b l_b`.
+pub fn loss_and_output_grad<T: Float>(out: ArrayView2<T>, loss: Loss, targets: Targets<T>) -> Result<(Array1<T>, Array2<T>)> {
+    let (batch, d) = out.dim();
+    match (loss, targets) {
+        (Loss::Mse, Targets::Zeros) => {
+            let grad = out.to_owned();
+            let losses = grad.rows().into_iter().map(|r| T::from_f64(0.5) * r.dot(&r)).collect();
+            Ok((losses, grad))
+        }
+        (Loss::Mse, Targets::Values(y)) => {
+            if y.dim() != (batch, d) {
+                return invalid!("y has shape {:?} but the network output has shape ({batch}, {d}); mse needs targets of the output's shape", y.shape());
+            }
+            check_finite_2d(y, "y")?;
+            let grad = &out - &y;
+            let losses = grad.rows().into_iter().map(|r| T::from_f64(0.5) * r.dot(&r)).collect();
+            Ok((losses, grad))
+        }
+        (Loss::CrossEntropy, Targets::Classes(y)) => {
+            if y.len() != batch {
+                return invalid!("y has {} class labels but the batch has {batch} samples", y.len());
+            }
+            if let Some((b, &c)) = y.indexed_iter().find(|(_, &c)| c < 0 || c as usize >= d) {
+                return invalid!("y[{b}] = {c} is not a class index of the {d}-way output (expected 0..{d})");
+            }
+            let mut grad = Array2::zeros((batch, d));
+            let mut losses = Array1::zeros(batch);
+            Zip::from(grad.rows_mut()).and(&mut losses).and(out.rows()).and(&y).for_each(|mut g, l, o, &c| {
+                let max = o.fold(T::neg_infinity(), |m, &v| m.max(v));
+                Zip::from(&mut g).and(o).for_each(|g, &v| *g = (v - max).exp());
+                let sum = g.sum();
+                g /= sum;
+                g[c as usize] -= T::one();
+                *l = max + sum.ln() - o[c as usize];
+            });
+            Ok((losses, grad))
+        }
+        (Loss::CrossEntropy, Targets::Zeros) => invalid!("cross_entropy needs integer class targets y of shape (B,); got y=None"),
+        (Loss::CrossEntropy, Targets::Values(_)) => invalid!("cross_entropy needs integer class targets y of shape (B,), not a float array"),
+        (Loss::Mse, Targets::Classes(_)) => invalid!("mse needs float targets of the output's shape (B, d_out), not class labels"),
+    }
+}
