@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Sets up a development environment from nothing but python3 and cargo: a virtualenv in .venv
+# with the runtime and test dependencies, and gsc_core built (release) and installed into it.
+# Idempotent: re-running only rebuilds what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "== creating .venv"
+    "$PY" -m venv .venv
+fi
+echo "== installing Python dependencies"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check "maturin>=1.9.4,<2" "numpy>=1.22" "pytest>=7" "hypothesis>=6"
+echo "== building gsc_core (release)"
+.venv/bin/maturin develop --release -q
+.venv/bin/python -c "import gsc_core; print('gsc_core', gsc_core.__version__, 'ready,', gsc_core.get_num_threads(), 'threads')"
