@@ -11,14 +11,14 @@ use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::Duration;
 
 use gsc_core::{
-    backward, forward, jacobian, jvp, loss, parallel, Activation, CoreError, DenseParams, Float,
+    analysis, backward, forward, jacobian, jvp, loss, parallel, Activation, CoreError, DenseParams, Float,
     Layer, Network, NormParams, Stop,
 };
 use ndarray::{Array1, Array2};
 use numpy::{Element, IntoPyArray, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 /// Maps a core error to the Python exception users catch.
 pub(crate) fn to_py_err(e: CoreError) -> PyErr {
@@ -264,6 +264,91 @@ fn jacobian_norms_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T
     Ok(n.into_pyarray(py).into_any())
 }
 
+fn targets_from<'a, 'py, T: Float + Element>(
+    values: &'a Option<PyReadonlyArray2<'py, T>>,
+    classes: &'a Option<PyReadonlyArray1<'py, i64>>,
+) -> loss::Targets<'a, T> {
+    match (values, classes) {
+        (Some(v), _) => loss::Targets::Values(v.as_array()),
+        (None, Some(c)) => loss::Targets::Classes(c.as_array()),
+        (None, None) => loss::Targets::Zeros,
+    }
+}
+
+fn optional_targets<'py, T: Float + Element>(
+    values: &Bound<'py, PyAny>,
+    classes: &Bound<'py, PyAny>,
+) -> PyResult<(Option<PyReadonlyArray2<'py, T>>, Option<PyReadonlyArray1<'py, i64>>)> {
+    let values = if values.is_none() { None } else { Some(array2::<T>(values, "y")?) };
+    let classes = if classes.is_none() {
+        None
+    } else {
+        Some(classes.extract::<PyReadonlyArray1<'py, i64>>().map_err(|_| PyTypeError::new_err("y must be a 1-D int64 array"))?)
+    };
+    Ok((values, classes))
+}
+
+fn stats_to_py<'py>(py: Python<'py>, s: analysis::PreactivationStats) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+    let std = list_of_arrays(py, s.unit_std.into_iter().map(|a| Some(a.into_dyn())))?;
+    let sign = list_of_arrays(py, s.unit_sign_diversity.into_iter().map(|a| Some(a.into_dyn())))?;
+    Ok((std, sign))
+}
+
+fn profile_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+    loss_name: &str,
+    values: &Bound<'py, PyAny>,
+    classes: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let kind = loss::Loss::from_name(loss_name).map_err(to_py_err)?;
+    let x = array2::<T>(x, "x")?;
+    let (values, classes) = optional_targets::<T>(values, classes)?;
+    let targets = targets_from(&values, &classes);
+    let xv = x.as_array();
+    let p = run(py, |stop| analysis::profile(net, xv, kind, targets, stop))?;
+    let d = PyDict::new(py);
+    d.set_item("losses", p.losses.into_pyarray(py))?;
+    d.set_item("point_log_norms", p.point_log_norms.into_pyarray(py))?;
+    d.set_item("grad_log_norms", p.grad_log_norms.into_pyarray(py))?;
+    d.set_item("weight_grad_log_norms", p.weight_grad_log_norms)?;
+    d.set_item("weight_log_norms", p.weight_log_norms)?;
+    let (std, sign) = stats_to_py(py, p.preactivations)?;
+    d.set_item("unit_std", std)?;
+    d.set_item("unit_sign_diversity", sign)?;
+    d.set_item("dilution", p.dilution)?;
+    Ok(d)
+}
+
+fn log_norm_matrix_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let x = array2::<T>(x, "x")?;
+    let xv = x.as_array();
+    let (m, p) = run(py, |stop| analysis::jacobian_log_sq_norm_matrix(net, xv, stop))?;
+    PyTuple::new(py, [m.into_pyarray(py).into_any(), p.into_pyarray(py).into_any()])
+}
+
+fn probes_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>, probes: usize, seed: u64) -> PyResult<Bound<'py, PyDict>> {
+    let x = array2::<T>(x, "x")?;
+    let xv = x.as_array();
+    let e = run(py, |stop| analysis::probe_log_sq_norms(net, xv, probes, seed, stop))?;
+    let d = PyDict::new(py);
+    d.set_item("sample_log_mean", e.sample_log_mean.into_pyarray(py))?;
+    d.set_item("sample_rel_var", e.sample_rel_var.into_pyarray(py))?;
+    d.set_item("batch_log_mean", e.batch_log_mean.into_pyarray(py))?;
+    d.set_item("batch_rel_var", e.batch_rel_var.into_pyarray(py))?;
+    d.set_item("point_log_norms", e.point_log_norms.into_pyarray(py))?;
+    Ok(d)
+}
+
+fn preact_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    let x = array2::<T>(x, "x")?;
+    let xv = x.as_array();
+    let s = run(py, |stop| analysis::preactivation_stats_of(net, xv, stop))?;
+    let (std, sign) = stats_to_py(py, s)?;
+    PyTuple::new(py, [std.into_any(), sign.into_any()])
+}
+
 #[pymethods]
 impl PyNetwork {
     #[new]
@@ -325,6 +410,32 @@ impl PyNetwork {
     /// Per-sample Jacobians (B, d_end, d_start).
     fn jacobian<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, start: i64, end: i64) -> PyResult<Bound<'py, PyAny>> {
         with_net!(self, net => jacobian_impl(py, net, x, start, end))
+    }
+
+    /// One forward and one backward pass of a loss, as log norms (see gsc_core::analysis::Profile).
+    fn profile<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, loss: &str, values: &Bound<'py, PyAny>, classes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        with_net!(self, net => profile_impl(py, net, x, loss, values, classes))
+    }
+
+    /// (ln ||dp_j/dp_i||_F^2 per sample [i, j, b], ln ||p_i,b|| [i, b]).
+    fn jacobian_log_sq_norm_matrix<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+        with_net!(self, net => log_norm_matrix_impl(py, net, x))
+    }
+
+    /// Gaussian-probe estimates of ln ||dp_j/dp_i||_F^2 (see gsc_core::analysis::ProbeEstimates).
+    fn probe_log_sq_norms<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, probes: usize, seed: u64) -> PyResult<Bound<'py, PyDict>> {
+        with_net!(self, net => probes_impl(py, net, x, probes, seed))
+    }
+
+    /// (unit std per Activation, unit sign diversity per Activation).
+    fn preactivation_stats<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+        with_net!(self, net => preact_impl(py, net, x))
+    }
+
+    /// Number of Dense layers in top-level layers i+1..N for every point i (residual bodies
+    /// counted, shortcuts not: the compositional depth between point i and the output).
+    fn dense_layers_after(&self) -> Vec<usize> {
+        with_net!(self, net => net.dense_layers_after())
     }
 
     /// Per-sample ||dp_end/dp_i||_F for i = 0..=end, shape (end + 1, B).

@@ -13,6 +13,7 @@ Definitions follow SPEC.md; points count from the input (``p_0 = x``).
 """
 
 from ._core import __version__, get_num_threads, set_num_threads
+from .analysis import GSCWarning, dilution, explosion_rate, gsc, gsc_matrix, gsc_per_sample, preactivation_stats, spectrum_summary
 from .builders import INITS, mlp, resnet
 from .jacobians import jacobian_norms, jacobian_spectrum
 from .layers import ACTIVATIONS, Activation, BatchNorm, Dense, LayerNorm, Residual
@@ -25,15 +26,23 @@ __all__ = [
     "Activation",
     "BatchNorm",
     "Dense",
+    "GSCWarning",
     "Gradients",
     "LayerNorm",
     "Network",
     "Residual",
     "Trace",
+    "dilution",
+    "explosion_rate",
     "get_num_threads",
+    "gsc",
+    "gsc_matrix",
+    "gsc_per_sample",
     "jacobian_norms",
     "jacobian_spectrum",
     "mlp",
+    "preactivation_stats",
     "resnet",
     "set_num_threads",
+    "spectrum_summary",
 ]

@@ -10,14 +10,31 @@ use crate::forward::{self, Trace};
 use crate::kernels::{self, Direction};
 use crate::loss::{self, Loss, Targets};
 use crate::network::{Network, Op, Slot};
+use crate::scale::Exponents;
 
 /// Gradients of every Dense layer's parameters (depth-first), one per cotangent `k`:
 /// `weights[l]` has shape `(K, d_out, d_in)`, `biases[l]` `(K, d_out)` or `None` without a bias.
+/// With rescaling, the true gradients are these times `2^exponents[l]`.
 #[derive(Debug, Clone)]
 pub struct ParamGrads<T> {
     pub weights: Vec<Array3<T>>,
     pub biases: Vec<Option<Array2<T>>>,
+    pub exponents: Vec<i32>,
 }
+
+/// What a VJP computes besides the point blocks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VjpOptions {
+    /// Also compute the Dense parameter gradients.
+    pub params: bool,
+    /// Rescale blocks by exact powers of two at every point so that they never overflow or
+    /// underflow (see [`crate::scale`]); sinks then receive the exponents.
+    pub rescale: bool,
+}
+
+/// A consumer of the block at each point: `(point, block, exponents)`; the true block is
+/// `block * 2^exponents[b]` for the rows of sample `b`.
+pub type Sink<'a, T> = dyn FnMut(usize, ArrayView2<T>, &Exponents) -> Result<()> + 'a;
 
 fn accumulate<T: Float>(grads: &mut [Option<Array2<T>>], slot: Slot, alpha: T, g: ArrayView2<T>) {
     match &mut grads[slot] {
@@ -26,10 +43,27 @@ fn accumulate<T: Float>(grads: &mut [Option<Array2<T>>], slot: Slot, alpha: T, g
     }
 }
 
+/// Dense parameter gradients from a block whose samples may carry different exponents: rows are
+/// first brought to the largest exponent (exact powers of two), which the result then carries.
+fn dense_param_grads_scaled<T: Float>(g: ArrayView2<T>, x: ArrayView2<T>, k: usize, with_bias: bool, exps: &Exponents) -> (Array3<T>, Option<Array2<T>>, i32) {
+    let top = exps.per_sample.iter().copied().max().unwrap_or(0);
+    if exps.per_sample.iter().all(|&e| e == top) {
+        let (dw, db) = kernels::dense_param_grads(g, x, k, with_bias);
+        return (dw, db, top);
+    }
+    let mut aligned = g.to_owned();
+    for (b, mut rows) in aligned.axis_chunks_iter_mut(ndarray::Axis(0), k).enumerate() {
+        let factor = T::from_f64(((exps.per_sample[b] - top) as f64).exp2());
+        rows.mapv_inplace(|v| v * factor);
+    }
+    let (dw, db) = kernels::dense_param_grads(aligned.view(), x, k, with_bias);
+    (dw, db, top)
+}
+
 /// Pulls the cotangent block `seed` (`(B*K, d_point)`, row `b*K + k`) on point `point` back to
-/// every point `lowest..=point`, handing each point's block to `sink(i, block)` from `point` down
-/// to `lowest`. With `params`, also returns the Dense parameter gradients (for `lowest == 0`;
-/// layers after `point` get zeros).
+/// every point `lowest..=point`, handing each point's block to `sink` from `point` down to
+/// `lowest`. With `opts.params`, also returns the Dense parameter gradients (meant for
+/// `lowest == 0`; layers after `point` get zeros).
 #[allow(clippy::too_many_arguments)]
 pub fn vjp<T: Float>(
     net: &Network<T>,
@@ -38,64 +72,75 @@ pub fn vjp<T: Float>(
     k: usize,
     point: usize,
     lowest: usize,
-    params: bool,
-    sink: &mut dyn FnMut(usize, Array2<T>) -> Result<()>,
+    opts: VjpOptions,
+    sink: &mut Sink<'_, T>,
     stop: &Stop,
 ) -> Result<Option<ParamGrads<T>>> {
     let batch = trace.batch();
     debug_assert_eq!(seed.nrows(), batch * k);
     debug_assert!(lowest <= point);
-    let slot_point = net.slot_points();
+    let mut exps = Exponents::new(batch, net.has_batchnorm());
     let mut grads: Vec<Option<Array2<T>>> = vec![None; net.num_slots()];
+    let mut seed = seed;
+    if opts.rescale {
+        exps.rescale(&mut seed, k);
+    }
+    sink(point, seed.view(), &exps)?;
     grads[net.point_slots[point]] = Some(seed);
-    let mut param_grads = params.then(|| ParamGrads {
+    let mut param_grads = opts.params.then(|| ParamGrads {
         weights: net.dense.iter().map(|p| Array3::zeros((k, p.weight.nrows(), p.weight.ncols()))).collect(),
         biases: net.dense.iter().map(|p| p.bias.as_ref().map(|b| Array2::zeros((k, b.len())))).collect(),
+        exponents: vec![0; net.dense.len()],
     });
-    for n in net.nodes_of_layers(lowest + 1, point).rev() {
-        stop.check()?;
-        let node = &net.nodes[n];
-        let g = grads[node.output]
-            .take()
-            .ok_or_else(|| CoreError::Internal(format!("no cotangent reached {}", node.label)))?;
-        let input = trace.values[node.input].view();
-        let stats = || trace.stats[n].as_ref().ok_or_else(|| CoreError::Internal("missing statistics".into()));
-        match node.op {
-            Op::Dense(i) => {
-                let p = &net.dense[i];
-                if let Some(pg) = param_grads.as_mut() {
-                    let (dw, db) = kernels::dense_param_grads(g.view(), input, k, p.bias.is_some());
-                    pg.weights[i] = dw;
-                    pg.biases[i] = db;
+    for layer in (lowest + 1..=point).rev() {
+        for n in net.nodes_of_layers(layer, layer).rev() {
+            stop.check()?;
+            let node = &net.nodes[n];
+            let g = grads[node.output]
+                .take()
+                .ok_or_else(|| CoreError::Internal(format!("no cotangent reached {}", node.label)))?;
+            let input = trace.values[node.input].view();
+            let stats = || trace.stats[n].as_ref().ok_or_else(|| CoreError::Internal("missing statistics".into()));
+            match node.op {
+                Op::Dense(i) => {
+                    let p = &net.dense[i];
+                    if let Some(pg) = param_grads.as_mut() {
+                        let (dw, db, e) = dense_param_grads_scaled(g.view(), input, k, p.bias.is_some(), &exps);
+                        pg.weights[i] = dw;
+                        pg.biases[i] = db;
+                        pg.exponents[i] = e;
+                    }
+                    let gi = kernels::matmul_rows(g.view(), p.weight.view());
+                    accumulate(&mut grads, node.input, T::one(), gi.view());
                 }
-                let gi = kernels::matmul_rows(g.view(), p.weight.view());
-                accumulate(&mut grads, node.input, T::one(), gi.view());
-            }
-            Op::Activation(a) => {
-                let gi = kernels::activation_tangent(a, input, k, g.view());
-                accumulate(&mut grads, node.input, T::one(), gi.view());
-            }
-            Op::LayerNorm(i) => {
-                let gi = kernels::layernorm_tangent(input, stats()?, &net.norms[i], k, g.view(), Direction::Vjp);
-                accumulate(&mut grads, node.input, T::one(), gi.view());
-            }
-            Op::BatchNorm(i) => {
-                let gi = kernels::batchnorm_tangent(input, stats()?, &net.norms[i], k, g.view());
-                accumulate(&mut grads, node.input, T::one(), gi.view());
-            }
-            Op::Add { shortcut, alpha } => {
-                accumulate(&mut grads, node.input, alpha, g.view());
-                accumulate(&mut grads, shortcut, T::one(), g.view());
+                Op::Activation(a) => {
+                    let gi = kernels::activation_tangent(a, input, k, g.view());
+                    accumulate(&mut grads, node.input, T::one(), gi.view());
+                }
+                Op::LayerNorm(i) => {
+                    let gi = kernels::layernorm_tangent(input, stats()?, &net.norms[i], k, g.view(), Direction::Vjp);
+                    accumulate(&mut grads, node.input, T::one(), gi.view());
+                }
+                Op::BatchNorm(i) => {
+                    let gi = kernels::batchnorm_tangent(input, stats()?, &net.norms[i], k, g.view());
+                    accumulate(&mut grads, node.input, T::one(), gi.view());
+                }
+                Op::Add { shortcut, alpha } => {
+                    accumulate(&mut grads, node.input, alpha, g.view());
+                    accumulate(&mut grads, shortcut, T::one(), g.view());
+                }
             }
         }
-        if let Some(p) = slot_point[node.output] {
-            sink(p, g)?;
+        // Between layers the point's block is the only live one: rescale it, hand it over.
+        let slot = net.point_slots[layer - 1];
+        let g = grads[slot]
+            .as_mut()
+            .ok_or_else(|| CoreError::Internal(format!("no cotangent reached point {}", layer - 1)))?;
+        if opts.rescale {
+            exps.rescale(g, k);
         }
+        sink(layer - 1, g.view(), &exps)?;
     }
-    let g = grads[net.point_slots[lowest]]
-        .take()
-        .ok_or_else(|| CoreError::Internal("no cotangent reached the lowest point".into()))?;
-    sink(lowest, g)?;
     Ok(param_grads)
 }
 
@@ -115,8 +160,9 @@ pub fn vjp_all_points<T: Float>(
     forward::check_block(net, x, cotangent, k, point, "cotangent")?;
     let trace = forward::forward(net, x, stop)?;
     let mut points = vec![None; net.num_layers() + 1];
-    let params = vjp(net, &trace, cotangent.to_owned(), k, point, 0, true, &mut |i, g| {
-        points[i] = Some(g);
+    let opts = VjpOptions { params: true, rescale: false };
+    let params = vjp(net, &trace, cotangent.to_owned(), k, point, 0, opts, &mut |i, g, _| {
+        points[i] = Some(g.to_owned());
         Ok(())
     }, stop)?
     .expect("params were requested");
@@ -143,8 +189,9 @@ pub fn loss_and_grad<T: Float>(
     let n = net.num_layers();
     let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
     let mut points = vec![Array2::zeros((0, 0)); n + 1];
-    let params = vjp(net, &trace, seed, 1, n, 0, true, &mut |i, g| {
-        points[i] = g;
+    let opts = VjpOptions { params: true, rescale: false };
+    let params = vjp(net, &trace, seed, 1, n, 0, opts, &mut |i, g, _| {
+        points[i] = g.to_owned();
         Ok(())
     }, stop)?
     .expect("params were requested");

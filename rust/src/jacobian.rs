@@ -1,9 +1,8 @@
 //! Per-sample Jacobians between points and their Frobenius norms (SPEC §2).
 
-use ndarray::{Array2, Array3, ArrayView2, Axis};
-use rayon::prelude::*;
+use ndarray::{Array2, Array3, ArrayView2};
 
-use crate::backward::vjp;
+use crate::backward::{vjp, VjpOptions};
 use crate::cancel::Stop;
 use crate::error::{CoreError, Result};
 use crate::float::Float;
@@ -11,6 +10,7 @@ use crate::forward::{forward, Trace};
 use crate::invalid;
 use crate::jvp::jvp;
 use crate::network::Network;
+use crate::scale::{log_add_exp, log_sq_norms};
 
 /// At most this many elements in one `(B, K, d)` cotangent block: large `K` is split into chunks.
 const BLOCK_ELEMENTS: usize = 1 << 22;
@@ -57,9 +57,9 @@ pub fn jacobian_from_trace<T: Float>(net: &Network<T>, trace: &Trace<T>, start: 
     let mut result = None;
     if d_end <= d_start {
         let seed = identity_block(batch, 0, d_end, d_end);
-        vjp(net, trace, seed, d_end, end, start, false, &mut |i, g| {
+        vjp(net, trace, seed, d_end, end, start, VjpOptions::default(), &mut |i, g, _| {
             if i == start {
-                result = Some(g);
+                result = Some(g.to_owned());
             }
             Ok(())
         }, stop)?;
@@ -67,7 +67,7 @@ pub fn jacobian_from_trace<T: Float>(net: &Network<T>, trace: &Trace<T>, start: 
         Ok(rows.into_shape_with_order((batch, d_end, d_start)).map_err(|e| CoreError::Internal(e.to_string()))?)
     } else {
         let seed = identity_block(batch, 0, d_start, d_start);
-        jvp(net, trace, seed, d_start, start, end, &mut |j, t| {
+        jvp(net, trace, seed, d_start, start, end, false, &mut |j, t, _| {
             if j == end {
                 result = Some(t.to_owned());
             }
@@ -79,26 +79,24 @@ pub fn jacobian_from_trace<T: Float>(net: &Network<T>, trace: &Trace<T>, start: 
     }
 }
 
-/// Per-sample `||dp_end/dp_i||_F^2` for every point `i <= end`, shape `(end + 1, B)`, in f64,
-/// by identity-seeded VJPs in chunks of `K` so that no `(B, K, d)` block exceeds
-/// [`BLOCK_ELEMENTS`]. Each sample's squares are summed in one fixed order.
-pub fn jacobian_sq_norms_from_trace<T: Float>(net: &Network<T>, trace: &Trace<T>, end: usize, stop: &Stop) -> Result<Array2<f64>> {
+/// Per-sample `ln ||dp_end/dp_i||_F^2` for every point `i <= end`, shape `(end + 1, B)`, by
+/// identity-seeded, rescaled VJPs in chunks of `K` so that no `(B, K, d)` block exceeds
+/// [`BLOCK_ELEMENTS`]. Finite for any depth (no overflow); `-inf` only for an exactly zero
+/// Jacobian. Each sample's squares are summed in one fixed order.
+pub fn jacobian_log_sq_norms<T: Float>(net: &Network<T>, trace: &Trace<T>, end: usize, stop: &Stop) -> Result<Array2<f64>> {
     require_per_sample(net, 0, end)?;
     let batch = trace.batch();
     let d_end = trace.point(net, end).ncols();
     let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
     let chunk = (BLOCK_ELEMENTS / (batch * max_width).max(1)).clamp(1, d_end);
-    let mut acc = Array2::<f64>::zeros((end + 1, batch));
+    let mut acc = Array2::<f64>::from_elem((end + 1, batch), f64::NEG_INFINITY);
+    let opts = VjpOptions { params: false, rescale: true };
     for first in (0..d_end).step_by(chunk) {
         let k = chunk.min(d_end - first);
         let seed = identity_block(batch, first, k, d_end);
-        vjp(net, trace, seed, k, end, 0, false, &mut |i, g| {
-            let mut row = acc.row_mut(i);
-            row.as_slice_mut()
-                .expect("rows of a standard-layout array are contiguous")
-                .par_iter_mut()
-                .zip(g.axis_chunks_iter(Axis(0), k).into_par_iter())
-                .for_each(|(a, block)| *a += block.iter().map(|v| v.as_f64() * v.as_f64()).sum::<f64>());
+        vjp(net, trace, seed, k, end, 0, opts, &mut |i, g, exps| {
+            let logs = log_sq_norms(g, k, exps);
+            acc.row_mut(i).iter_mut().zip(logs).for_each(|(a, l)| *a = log_add_exp(*a, l));
             Ok(())
         }, stop)?;
     }
@@ -110,5 +108,5 @@ pub fn jacobian_norms<T: Float>(net: &Network<T>, x: ArrayView2<T>, end: i64, st
     let end = net.resolve_point(end, "end")?;
     require_per_sample(net, 0, end)?;
     let trace = forward(net, x, stop)?;
-    Ok(jacobian_sq_norms_from_trace(net, &trace, end, stop)?.mapv(|s| T::from_f64(s.sqrt())))
+    Ok(jacobian_log_sq_norms(net, &trace, end, stop)?.mapv(|l| T::from_f64((0.5 * l).exp())))
 }

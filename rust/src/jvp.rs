@@ -7,11 +7,14 @@ use crate::error::{CoreError, Result};
 use crate::float::Float;
 use crate::forward::{self, Trace};
 use crate::kernels::{self, Direction};
+use crate::backward::Sink;
 use crate::network::{Network, Op};
+use crate::scale::Exponents;
 
 /// Pushes the tangent block `seed` (`(B*K, d_point)`, row `b*K + k`) on point `point` forward to
-/// every point `point..=highest`, handing each to `sink(j, block)` in increasing `j`.
-/// Tangents are dropped as soon as no later node reads them.
+/// every point `point..=highest`, handing each to `sink(j, block, exponents)` in increasing `j`.
+/// Tangents are dropped as soon as no later node reads them. With `rescale`, blocks are kept in
+/// range by exact powers of two at every point (see [`crate::scale`]).
 #[allow(clippy::too_many_arguments)]
 pub fn jvp<T: Float>(
     net: &Network<T>,
@@ -20,10 +23,12 @@ pub fn jvp<T: Float>(
     k: usize,
     point: usize,
     highest: usize,
-    sink: &mut dyn FnMut(usize, ArrayView2<T>) -> Result<()>,
+    rescale: bool,
+    sink: &mut Sink<'_, T>,
     stop: &Stop,
 ) -> Result<()> {
     let nodes = net.nodes_of_layers(point + 1, highest);
+    let mut exps = Exponents::new(trace.batch(), net.has_batchnorm());
     let mut last_use = vec![usize::MAX; net.num_slots()];
     for n in nodes.clone() {
         let node = &net.nodes[n];
@@ -34,7 +39,11 @@ pub fn jvp<T: Float>(
     }
     let slot_point = net.slot_points();
     let mut tangents: Vec<Option<Array2<T>>> = vec![None; net.num_slots()];
-    sink(point, seed.view())?;
+    let mut seed = seed;
+    if rescale {
+        exps.rescale(&mut seed, k);
+    }
+    sink(point, seed.view(), &exps)?;
     tangents[net.point_slots[point]] = Some(seed);
     for n in nodes {
         stop.check()?;
@@ -43,7 +52,7 @@ pub fn jvp<T: Float>(
         let t = tangents[node.input].as_ref().ok_or_else(missing)?.view();
         let input = trace.values[node.input].view();
         let stats = || trace.stats[n].as_ref().ok_or_else(|| CoreError::Internal("missing statistics".into()));
-        let out = match node.op {
+        let mut out = match node.op {
             Op::Dense(i) => kernels::matmul_rows(t, net.dense[i].weight.t()),
             Op::Activation(a) => kernels::activation_tangent(a, input, k, t),
             Op::LayerNorm(i) => kernels::layernorm_tangent(input, stats()?, &net.norms[i], k, t, Direction::Jvp),
@@ -54,7 +63,11 @@ pub fn jvp<T: Float>(
             }
         };
         if let Some(j) = slot_point[node.output] {
-            sink(j, out.view())?;
+            // A point's tangent is the only one later nodes read: rescaling it is consistent.
+            if rescale {
+                exps.rescale(&mut out, k);
+            }
+            sink(j, out.view(), &exps)?;
         }
         tangents[node.output] = Some(out);
         if last_use[node.input] == n {
@@ -85,7 +98,7 @@ pub fn jvp_all_points<T: Float>(
     let trace = forward::forward(net, x, stop)?;
     let n = net.num_layers();
     let mut points = vec![None; n + 1];
-    jvp(net, &trace, tangent.to_owned(), k, point, n, &mut |j, t| {
+    jvp(net, &trace, tangent.to_owned(), k, point, n, false, &mut |j, t, _| {
         points[j] = Some(t.to_owned());
         Ok(())
     }, stop)?;

@@ -12,6 +12,7 @@
 //! - [`parallel`]: the pool and the fixed work split; [`cancel`]: cooperative stopping.
 
 pub mod activation;
+pub mod analysis;
 pub mod backward;
 pub mod cancel;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod kernels;
 pub mod loss;
 pub mod network;
 pub mod parallel;
+pub mod scale;
 
 pub use activation::Activation;
 pub use cancel::Stop;

@@ -84,6 +84,8 @@ pub struct Network<T> {
     pub nodes: Vec<Node<T>>,
     /// Every Dense layer, depth-first: a Residual's body, then its shortcut.
     pub dense: Vec<DenseParams<T>>,
+    /// Whether each Dense layer is a residual shortcut projection.
+    pub dense_is_shortcut: Vec<bool>,
     pub norms: Vec<NormParams<T>>,
     /// `point_slots[i]` holds `p_i`, `i = 0..=N`.
     pub point_slots: Vec<Slot>,
@@ -100,6 +102,7 @@ pub struct Network<T> {
 struct Compiler<T> {
     nodes: Vec<Node<T>>,
     dense: Vec<DenseParams<T>>,
+    dense_is_shortcut: Vec<bool>,
     norms: Vec<NormParams<T>>,
     slot_width: Vec<Option<usize>>,
     /// The first width any layer fixed: every earlier slot has this width too.
@@ -138,7 +141,7 @@ impl<T: Float> Compiler<T> {
         }
     }
 
-    fn dense(&mut self, p: DenseParams<T>, input: Slot, width: Option<usize>, label: String) -> Result<(Slot, Option<usize>)> {
+    fn dense(&mut self, p: DenseParams<T>, input: Slot, width: Option<usize>, label: String, shortcut: bool) -> Result<(Slot, Option<usize>)> {
         let (d_out, d_in) = p.weight.dim();
         if d_out == 0 || d_in == 0 {
             return invalid!("{label}: Dense weight has shape ({d_out}, {d_in}); zero-width layers are not allowed");
@@ -153,6 +156,7 @@ impl<T: Float> Compiler<T> {
         self.expect_width(width, d_in, &label, &format!("Dense with weight of shape ({d_out}, {d_in})"))?;
         let output = self.new_slot(Some(d_out));
         self.dense.push(p);
+        self.dense_is_shortcut.push(shortcut);
         self.nodes.push(Node { op: Op::Dense(self.dense.len() - 1), input, output, label });
         Ok((output, Some(d_out)))
     }
@@ -160,7 +164,7 @@ impl<T: Float> Compiler<T> {
     fn layer(&mut self, layer: Layer<T>, input: Slot, width: Option<usize>, label: String) -> Result<(Slot, Option<usize>)> {
         let label = format!("{label} ({})", layer.kind());
         match layer {
-            Layer::Dense(p) => self.dense(p, input, width, label),
+            Layer::Dense(p) => self.dense(p, input, width, label, false),
             Layer::Activation(a) => {
                 let output = self.new_slot(width);
                 self.nodes.push(Node { op: Op::Activation(a), input, output, label });
@@ -179,7 +183,7 @@ impl<T: Float> Compiler<T> {
                 }
                 let (shortcut_slot, shortcut_width) = match shortcut {
                     None => (input, width),
-                    Some(p) => self.dense(p, input, width, format!("{body_label}.shortcut (Dense)"))?,
+                    Some(p) => self.dense(p, input, width, format!("{body_label}.shortcut (Dense)"), true)?,
                 };
                 // Widths may have been fixed inside the body after `width` was read.
                 let shortcut_width = shortcut_width.or(self.in_dim);
@@ -228,6 +232,7 @@ impl<T: Float> Network<T> {
         let mut c = Compiler {
             nodes: vec![],
             dense: vec![],
+            dense_is_shortcut: vec![],
             norms: vec![],
             slot_width: vec![None],
             in_dim: None,
@@ -255,6 +260,7 @@ impl<T: Float> Network<T> {
         Ok(Network {
             nodes: c.nodes,
             dense: c.dense,
+            dense_is_shortcut: c.dense_is_shortcut,
             norms: c.norms,
             point_slots,
             layer_nodes,
@@ -271,6 +277,16 @@ impl<T: Float> Network<T> {
 
     pub fn num_slots(&self) -> usize {
         self.slot_width.len()
+    }
+
+    /// For every point `i`, the number of Dense layers in top-level layers `i+1..=N`, counting
+    /// residual bodies (nested too) but not shortcuts: the compositional depth from `p_i` to the
+    /// output, which the explosion rate is fitted against (SPEC §3).
+    pub fn dense_layers_after(&self) -> Vec<usize> {
+        let n = self.num_layers();
+        let on_path = |node: &Node<T>| matches!(node.op, Op::Dense(i) if !self.dense_is_shortcut[i]);
+        let per_layer: Vec<usize> = (1..=n).map(|l| self.nodes[self.nodes_of_layers(l, l)].iter().filter(|nd| on_path(nd)).count()).collect();
+        (0..=n).map(|i| per_layer[i..].iter().sum()).collect()
     }
 
     /// For every slot, the point it holds, if any.

@@ -1,0 +1,897 @@
+//! Mean-field theory of deep random networks (SPEC §6): the length map, its fixed point `q*`,
+//! `chi_1`, the correlation map and its fixed point `c*`, the depth scales of Schoenholz et al. 2017,
+//! and the edge of chaos.
+//!
+//! # The model
+//! Weights `W_ij ~ N(0, sigma_w2 / fan_in)`, biases `b_i ~ N(0, sigma_b2)`, an elementwise
+//! nonlinearity `phi`. Pre-activations `h^l = W^l phi(h^{l-1}) + b^l` (for the first layer,
+//! `h^1 = W^1 x + b^1`). In the wide limit they are Gaussian with variance `q^l`:
+//!
+//! * length map: `q^{l+1} = F(q^l) = sigma_w2 * E_z[phi(sqrt(q^l) z)^2] + sigma_b2`, `z ~ N(0, 1)`;
+//! * first layer: `q^1 = sigma_w2 * q0 + sigma_b2` with `q0 = ||x||^2 / d_in`, the mean squared
+//!   input per feature. This matches `gsc_core.mlp`, whose first `Dense` acts on the raw input, so the
+//!   pre-activation std of the l-th `Activation` layer (1-based) is about `sqrt(q^l)`;
+//! * `chi_1 = sigma_w2 * E[phi'(sqrt(q*) z)^2]` (per-layer growth of squared gradients; the GSC grows
+//!   by about `sqrt(chi_1)` per layer);
+//! * `chi_q = F'(q*) = sigma_w2 * E[phi'(u)^2 + phi(u) phi''(u)]`, `u = sqrt(q*) z`. The identity
+//!   `d/dq E[phi(sqrt(q) z)^2] = E[phi'^2 + phi phi'']` (Stein's lemma) makes `chi_q` the slope of the
+//!   length map at its fixed point. Every activation with a kink has `phi(0) = 0`, so the Dirac mass
+//!   of `phi''` at the kink contributes `phi(0) * jump = 0` and the classical `phi''` is exact;
+//! * correlation map at fixed `q*`: `c' = (sigma_w2 * E[phi(u1) phi(u2)] + sigma_b2) / q*` with
+//!   `(u1, u2)` Gaussian, variances `q*`, correlation `c`; `chi_c = sigma_w2 * E[phi'(u1) phi'(u2)]`
+//!   at `c*` (the slope of the correlation map there);
+//! * depth scales `xi_q = -1/ln chi_q`, `xi_c = -1/ln chi_c`, `xi_grad = -1/ln chi_1`. A depth scale is
+//!   `+inf` when its `chi` is exactly 1 (criticality), and negative when `chi > 1` (then the quantity
+//!   grows by a factor `e` every `|xi|` layers instead of decaying).
+//!
+//! # Numerics
+//! Gaussian expectations use closed forms where they exist (identity, relu, leaky_relu: the
+//! arc-cosine kernel; sin) and otherwise adaptive Gauss–Legendre quadrature (20 nodes per panel,
+//! error estimated by halving) on the two half-lines `z < 0` and `z > 0` separately, so the kink of
+//! relu-like activations (always at `u = 0`) is a panel end and never inside a panel. The half-lines
+//! are truncated at `|z| = 13` (the Gaussian tail beyond is below 1e-37) and start from a geometric
+//! partition refined towards the kink down to the activation's own scale `1/sqrt(q)`. Two-dimensional
+//! expectations are iterated one-dimensional integrals: for each `z1` the conditional expectation over
+//! `z2` is split at the kink of `phi(u2)`. The relative accuracy is about 1e-13 in one dimension and
+//! 1e-11 in two.
+//!
+//! # Degenerate fixed points
+//! `q*` is the limit of the length map started from `q^1 = sigma_w2 * q0 + sigma_b2` (`F` is
+//! nondecreasing for every supported activation, so the sequence is monotone). It is usually
+//! independent of `q0`; it depends on `q0` only when the map has several attracting fixed points or
+//! diverges from some starting points (e.g. relu with `sigma_w2 = 2`, `sigma_b2 = 0`, where every
+//! `q` is fixed and `q* = q^1`; or gelu with `2 < sigma_w2 < 4`, `sigma_b2 = 0`).
+//! * `q* = +inf` when the length map diverges (only activations with linear growth: e.g. relu with
+//!   `sigma_w2 > 2`, or `sigma_w2 = 2` and `sigma_b2 > 0`). Quantities "at `q*`" are then the
+//!   `q -> inf` limits: `phi` becomes its piecewise-linear asymptote (slopes `s+` for `u > 0` and `s-`
+//!   for `u < 0`; e.g. relu for elu/gelu/silu/softplus, `lambda * relu` for selu), so
+//!   `chi_1 = chi_q = sigma_w2 (s+^2 + s-^2) / 2`, and the normalised correlation map has `c* = 1`
+//!   with slope `chi_c = 1` there (`xi_c = +inf`).
+//! * `q* = 0` (e.g. tanh or relu with `sigma_b2 = 0` and `chi_1 < 1`): quantities are the `q -> 0+`
+//!   limits (one-sided derivatives at the kink, e.g. `chi_1 = sigma_w2 / 2` for relu). As `q -> 0`
+//!   the normalised correlation map becomes that of the piecewise-linear `phi` near 0, whose slope at
+//!   `c = 1` is 1: `c* = 1`, `chi_c = 1`, `xi_c = +inf` (correlations are not forgotten at an
+//!   exponential rate).
+
+use std::f64::consts::PI;
+use std::sync::OnceLock;
+
+use crate::activation::{Activation, SELU_ALPHA, SELU_LAMBDA};
+use crate::cancel::Stop;
+use crate::error::{CoreError, Result};
+use crate::invalid;
+
+// ------------------------------------------------------------------ quadrature
+
+/// Gauss–Legendre nodes per panel.
+const GL_N: usize = 20;
+/// Half-lines are truncated at |z| = Z_MAX: the N(0, 1) density there is 2e-37.
+const Z_MAX: f64 = 13.0;
+/// Relative tolerance of one-dimensional integrals (and of the inner integrals in two dimensions).
+const REL_1D: f64 = 1e-14;
+/// Relative tolerance of the outer integral in two dimensions.
+const REL_2D: f64 = 1e-12;
+/// Most panel splits one integral may make.
+const MAX_SPLITS: usize = 4000;
+/// A positive number small enough that `phi(+TINY)` gives the right-hand limit at 0.
+const TINY: f64 = f64::MIN_POSITIVE;
+const INV_SQRT_2PI: f64 = 0.398_942_280_401_432_7;
+
+/// Nodes and weights of the `GL_N`-point Gauss–Legendre rule on [-1, 1] (Newton on P_n).
+fn gl_rule() -> &'static ([f64; GL_N], [f64; GL_N]) {
+    static RULE: OnceLock<([f64; GL_N], [f64; GL_N])> = OnceLock::new();
+    RULE.get_or_init(|| {
+        let n = GL_N;
+        let mut x = [0.0; GL_N];
+        let mut w = [0.0; GL_N];
+        for i in 0..n.div_ceil(2) {
+            let mut r = (PI * (i as f64 + 0.75) / (n as f64 + 0.5)).cos();
+            let mut dp = 0.0;
+            for iter in 0..100 {
+                let (mut p0, mut p1) = (1.0, r);
+                for k in 2..=n {
+                    let kf = k as f64;
+                    let p2 = ((2.0 * kf - 1.0) * r * p1 - (kf - 1.0) * p0) / kf;
+                    p0 = p1;
+                    p1 = p2;
+                }
+                dp = n as f64 * (r * p1 - p0) / (r * r - 1.0);
+                let dx = p1 / dp;
+                r -= dx;
+                if dx.abs() < 1e-16 && iter > 2 {
+                    break;
+                }
+            }
+            x[i] = -r;
+            x[n - 1 - i] = r;
+            let wi = 2.0 / ((1.0 - r * r) * dp * dp);
+            w[i] = wi;
+            w[n - 1 - i] = wi;
+        }
+        (x, w)
+    })
+}
+
+#[inline]
+fn gauss_legendre<F: Fn(f64) -> f64>(f: &F, a: f64, b: f64) -> f64 {
+    let (x, w) = gl_rule();
+    let h = 0.5 * (b - a);
+    let m = 0.5 * (a + b);
+    let mut s = 0.0;
+    for i in 0..GL_N {
+        s += w[i] * f(m + h * x[i]);
+    }
+    s * h
+}
+
+struct Panel {
+    a: f64,
+    b: f64,
+    left: f64,
+    right: f64,
+    err: f64,
+}
+
+fn panel<F: Fn(f64) -> f64>(f: &F, a: f64, b: f64, whole: f64) -> Panel {
+    let m = 0.5 * (a + b);
+    let left = gauss_legendre(f, a, m);
+    let right = gauss_legendre(f, m, b);
+    Panel { a, b, left, right, err: (whole - (left + right)).abs() }
+}
+
+/// Globally adaptive integral of `f` over `[points[0], points[last]]`, the points being panel ends
+/// (put kinks there). Stops when the summed error estimate is below `rel` times the integral of
+/// `|f|` (as estimated), or below 1e-300. Non-finite values propagate.
+fn integrate<F: Fn(f64) -> f64>(f: &F, points: &[f64], rel: f64) -> f64 {
+    let mut panels: Vec<Panel> = points
+        .windows(2)
+        .filter(|p| p[1] > p[0])
+        .map(|p| panel(f, p[0], p[1], gauss_legendre(f, p[0], p[1])))
+        .collect();
+    for _ in 0..MAX_SPLITS {
+        let (mut err, mut scale) = (0.0, 0.0);
+        let mut worst = 0;
+        for (k, p) in panels.iter().enumerate() {
+            err += p.err;
+            scale += p.left.abs() + p.right.abs();
+            if p.err > panels[worst].err {
+                worst = k;
+            }
+        }
+        if !(err.is_finite() && scale.is_finite()) || err <= rel * scale || err <= 1e-300 {
+            break;
+        }
+        let p = panels.swap_remove(worst);
+        let m = 0.5 * (p.a + p.b);
+        if !(m > p.a && m < p.b) {
+            panels.push(Panel { err: 0.0, ..p });
+            continue;
+        }
+        panels.push(panel(f, p.a, m, p.left));
+        panels.push(panel(f, m, p.b, p.right));
+    }
+    panels.sort_by(|p, q| p.a.total_cmp(&q.a));
+    panels.iter().map(|p| p.left + p.right).sum()
+}
+
+/// Panel ends on `[lo, hi]` refined geometrically towards `lo`: `lo + (hi - lo) 2^-k` down to
+/// below `scale / 16`.
+fn towards(lo: f64, hi: f64, scale: f64) -> Vec<f64> {
+    let len = hi - lo;
+    let mut pts = vec![hi];
+    if len > 0.0 {
+        let levels = ((16.0 * len / scale).log2().ceil()).clamp(0.0, 1000.0) as i32;
+        for k in 1..=levels {
+            let p = lo + len * 2f64.powi(-k);
+            if p > lo {
+                pts.push(p);
+            }
+        }
+    }
+    pts.push(lo);
+    pts.reverse();
+    pts
+}
+
+#[inline]
+fn std_normal_pdf(z: f64) -> f64 {
+    INV_SQRT_2PI * (-0.5 * z * z).exp()
+}
+
+/// `E[g(sqrt(q) z)]`, `z ~ N(0, 1)`, by quadrature on each half-line (split at the kink `z = 0`).
+/// At `q = 0` this is the `q -> 0+` limit `(g(0+) + g(0-)) / 2`.
+pub fn gaussian_expectation<G: Fn(f64) -> f64>(g: &G, q: f64) -> f64 {
+    if q == 0.0 {
+        return 0.5 * (g(TINY) + g(-TINY));
+    }
+    let r = q.sqrt();
+    let pts = towards(0.0, Z_MAX, (1.0 / r).min(1.0));
+    let pos = integrate(&|z: f64| g(r * z) * std_normal_pdf(z), &pts, REL_1D);
+    let neg = integrate(&|z: f64| g(-r * z) * std_normal_pdf(z), &pts, REL_1D);
+    pos + neg
+}
+
+/// `E[ga(u1) gb(u2)]` for `(u1, u2)` Gaussian with variances `q` and correlation `c`, by iterated
+/// quadrature: `u1 = sqrt(q) z1`, `u2 = sqrt(q) (c z1 + s z2)`, `s = sqrt(1 - c^2)`. The outer
+/// integral is split at `z1 = 0` (the kink of `ga`), the inner one at `z2 = -c z1 / s` (the kink of
+/// `gb`). At `q = 0` this is the `q -> 0+` limit, from the orthant probabilities.
+pub fn bivariate_gaussian_expectation<A, B>(ga: &A, gb: &B, q: f64, c: f64) -> f64
+where
+    A: Fn(f64) -> f64,
+    B: Fn(f64) -> f64,
+{
+    if c >= 1.0 {
+        return gaussian_expectation(&|u: f64| ga(u) * gb(u), q);
+    }
+    if c <= -1.0 {
+        return gaussian_expectation(&|u: f64| ga(u) * gb(-u), q);
+    }
+    if q == 0.0 {
+        let same = 0.25 + c.asin() / (2.0 * PI);
+        let diff = 0.5 - same;
+        return same * (ga(TINY) * gb(TINY) + ga(-TINY) * gb(-TINY))
+            + diff * (ga(TINY) * gb(-TINY) + ga(-TINY) * gb(TINY));
+    }
+    let r = q.sqrt();
+    let s = ((1.0 - c) * (1.0 + c)).sqrt();
+    let rs = r * s;
+    let inner_scale = (1.0 / rs).min(1.0);
+    // E_{z2}[gb(u2)] given z1; with t = z2 - zs, u2 = r s t and the kink is at t = 0.
+    let inner = |z1: f64| -> f64 {
+        let zs = -c * z1 / s;
+        let mut total = 0.0;
+        let hi = Z_MAX - zs;
+        if hi > 0.0 {
+            let lo = (-Z_MAX - zs).max(0.0);
+            let pts = towards(lo, hi, inner_scale);
+            total += integrate(&|t: f64| gb(rs * t) * std_normal_pdf(t + zs), &pts, REL_1D);
+        }
+        let hi = Z_MAX + zs;
+        if hi > 0.0 {
+            let lo = (zs - Z_MAX).max(0.0);
+            let pts = towards(lo, hi, inner_scale);
+            total += integrate(&|v: f64| gb(-rs * v) * std_normal_pdf(zs - v), &pts, REL_1D);
+        }
+        total
+    };
+    let outer = |z1: f64| -> f64 {
+        let a = ga(r * z1);
+        if a == 0.0 {
+            0.0
+        } else {
+            a * inner(z1) * std_normal_pdf(z1)
+        }
+    };
+    let pts = towards(0.0, Z_MAX, (1.0 / r).min(1.0).min(s));
+    let pos = integrate(&outer, &pts, REL_2D);
+    let neg = integrate(&|z: f64| outer(-z), &pts, REL_2D);
+    pos + neg
+}
+
+// ------------------------------------------------------------------ activations
+
+/// `phi''(z)` (the classical second derivative; 0 on the linear pieces of relu-like activations).
+pub fn second_derivative(act: &Activation, z: f64) -> f64 {
+    match *act {
+        Activation::Identity | Activation::Relu | Activation::LeakyRelu { .. } => 0.0,
+        Activation::Elu { alpha } => {
+            if z > 0.0 {
+                0.0
+            } else {
+                alpha * z.exp()
+            }
+        }
+        Activation::Selu => {
+            if z > 0.0 {
+                0.0
+            } else {
+                SELU_LAMBDA * SELU_ALPHA * z.exp()
+            }
+        }
+        // d/dz [Phi(z) + z pdf(z)] = pdf(z) (2 - z^2)
+        Activation::Gelu => std_normal_pdf(z) * (2.0 - z * z),
+        // sigma' = p = sigma(z) sigma(-z), sigma'' = p (1 - 2 sigma) = -p tanh(z/2);
+        // silu'' = 2 p + z sigma'' = p (2 - z tanh(z/2)).
+        Activation::Silu => {
+            let p: f64 = Activation::Sigmoid.derivative(z);
+            p * (2.0 - z * (0.5 * z).tanh())
+        }
+        // -2 tanh(z) sech^2(z)
+        Activation::Tanh => -2.0 * z.tanh() * Activation::Tanh.derivative(z),
+        Activation::Sigmoid => {
+            let p: f64 = Activation::Sigmoid.derivative(z);
+            -p * (0.5 * z).tanh()
+        }
+        Activation::Softplus => Activation::Sigmoid.derivative(z),
+        Activation::Sin => -z.sin(),
+    }
+}
+
+/// The slopes `(s+, s-)` of a piecewise-linear, positively homogeneous `phi`
+/// (`phi(u) = s+ u` for `u > 0`, `s- u` for `u < 0`): identity, relu, leaky_relu.
+fn piecewise_linear(act: &Activation) -> Option<(f64, f64)> {
+    match *act {
+        Activation::Identity => Some((1.0, 1.0)),
+        Activation::Relu => Some((1.0, 0.0)),
+        Activation::LeakyRelu { negative_slope } => Some((1.0, negative_slope)),
+        _ => None,
+    }
+}
+
+/// The slopes `(s+, s-)` of `phi`'s piecewise-linear asymptote, `lim_{s->inf} phi(s u) / s`, for the
+/// activations that grow linearly (the only ones whose length map can diverge); `None` for bounded ones.
+fn asymptote(act: &Activation) -> Option<(f64, f64)> {
+    match *act {
+        Activation::Identity | Activation::Relu | Activation::LeakyRelu { .. } => piecewise_linear(act),
+        Activation::Elu { .. } | Activation::Gelu | Activation::Silu | Activation::Softplus => Some((1.0, 0.0)),
+        Activation::Selu => Some((SELU_LAMBDA, 0.0)),
+        Activation::Tanh | Activation::Sigmoid | Activation::Sin => None,
+    }
+}
+
+/// The arc-cosine kernels of a two-slope piecewise-linear `phi` with unit variances:
+/// `(E[phi(u1) phi(u2)], E[phi'(u1) phi'(u2)])` at correlation `c`.
+fn two_slope_kernels(sp: f64, sm: f64, c: f64) -> (f64, f64) {
+    let c = c.clamp(-1.0, 1.0);
+    let d2 = (sp - sm) * (sp - sm);
+    let angle = PI - c.acos(); // in [0, pi]
+    let relu_k = (((1.0 - c) * (1.0 + c)).sqrt() + angle * c) / (2.0 * PI);
+    (sp * sm * c + d2 * relu_k, sp * sm + d2 * angle / (2.0 * PI))
+}
+
+// ------------------------------------------------------------------ Gaussian expectations
+
+/// A one-dimensional Gaussian expectation at `u = sqrt(q) z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// `E[phi(u)^2]`
+    Phi2,
+    /// `E[phi'(u)^2]`
+    Dphi2,
+    /// `E[phi'(u)^2 + phi(u) phi''(u)]` (= d/dq of `E[phi(u)^2]`)
+    Dphi2PhiD2phi,
+}
+
+/// A two-dimensional Gaussian expectation at `(u1, u2)`, variances `q`, correlation `c`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment2 {
+    /// `E[phi(u1) phi(u2)]`
+    PhiPhi,
+    /// `E[phi'(u1) phi'(u2)]`
+    DphiDphi,
+}
+
+fn check_q(q: f64) -> Result<()> {
+    if !(q.is_finite() && q >= 0.0) {
+        return invalid!("the variance q must be finite and non-negative, got {q}");
+    }
+    Ok(())
+}
+
+/// The 1-D expectation by quadrature only (no closed forms): for testing and for the activations
+/// without a closed form.
+pub fn moment_numeric(act: &Activation, m: Moment, q: f64) -> f64 {
+    match m {
+        Moment::Phi2 => gaussian_expectation(
+            &|u: f64| {
+                let p: f64 = act.apply(u);
+                p * p
+            },
+            q,
+        ),
+        Moment::Dphi2 => gaussian_expectation(
+            &|u: f64| {
+                let d: f64 = act.derivative(u);
+                d * d
+            },
+            q,
+        ),
+        Moment::Dphi2PhiD2phi => gaussian_expectation(
+            &|u: f64| {
+                let p: f64 = act.apply(u);
+                let d: f64 = act.derivative(u);
+                d * d + p * second_derivative(act, u)
+            },
+            q,
+        ),
+    }
+}
+
+/// The 2-D expectation by quadrature only (no closed forms).
+pub fn moment2_numeric(act: &Activation, m: Moment2, q: f64, c: f64) -> f64 {
+    match m {
+        Moment2::PhiPhi => {
+            let f = |u: f64| -> f64 { act.apply(u) };
+            bivariate_gaussian_expectation(&f, &f, q, c)
+        }
+        Moment2::DphiDphi => {
+            let f = |u: f64| -> f64 { act.derivative(u) };
+            bivariate_gaussian_expectation(&f, &f, q, c)
+        }
+    }
+}
+
+fn moment_unchecked(act: &Activation, m: Moment, q: f64) -> f64 {
+    if let Some((sp, sm)) = piecewise_linear(act) {
+        let k = 0.5 * (sp * sp + sm * sm);
+        return match m {
+            Moment::Phi2 => k * q,
+            Moment::Dphi2 | Moment::Dphi2PhiD2phi => k,
+        };
+    }
+    if let Activation::Sin = act {
+        // E[sin^2 u] = (1 - e^{-2q}) / 2, E[cos^2 u] = (1 + e^{-2q}) / 2, E[cos 2u] = e^{-2q}
+        let e = (-2.0 * q).exp();
+        return match m {
+            Moment::Phi2 => -0.5 * (-2.0 * q).exp_m1(),
+            Moment::Dphi2 => 0.5 * (1.0 + e),
+            Moment::Dphi2PhiD2phi => e,
+        };
+    }
+    moment_numeric(act, m, q)
+}
+
+fn moment2_unchecked(act: &Activation, m: Moment2, q: f64, c: f64) -> f64 {
+    if let Some((sp, sm)) = piecewise_linear(act) {
+        let (k, dk) = two_slope_kernels(sp, sm, c);
+        return match m {
+            Moment2::PhiPhi => q * k,
+            Moment2::DphiDphi => dk,
+        };
+    }
+    if let Activation::Sin = act {
+        // E[sin u1 sin u2] = (e^{-q(1-c)} - e^{-q(1+c)}) / 2, E[cos u1 cos u2] = (... + ...) / 2
+        let (a, b) = ((-q * (1.0 - c)).exp(), (-q * (1.0 + c)).exp());
+        return match m {
+            Moment2::PhiPhi => 0.5 * (a - b),
+            Moment2::DphiDphi => 0.5 * (a + b),
+        };
+    }
+    moment2_numeric(act, m, q, c)
+}
+
+/// `E[...]` at `u = sqrt(q) z`, `z ~ N(0, 1)` (closed forms where they exist, else quadrature);
+/// `q = 0` gives the `q -> 0+` limit.
+pub fn moment(act: &Activation, m: Moment, q: f64) -> Result<f64> {
+    check_q(q)?;
+    finite(moment_unchecked(act, m, q), "a Gaussian expectation")
+}
+
+/// `E[...]` at `(u1, u2)` Gaussian with variances `q` and correlation `c` in [-1, 1].
+pub fn moment2(act: &Activation, m: Moment2, q: f64, c: f64) -> Result<f64> {
+    check_q(q)?;
+    if !(c.is_finite() && (-1.0..=1.0).contains(&c)) {
+        return invalid!("the correlation c must be in [-1, 1], got {c}");
+    }
+    finite(moment2_unchecked(act, m, q, c), "a Gaussian expectation")
+}
+
+fn finite(x: f64, what: &str) -> Result<f64> {
+    if x.is_nan() {
+        Err(CoreError::Internal(format!("{what} evaluated to NaN")))
+    } else {
+        Ok(x)
+    }
+}
+
+// ------------------------------------------------------------------ root finding
+
+/// Brent's zeroin (Brent 1973, netlib `zeroin`): a root of `f` in `[a, b]` given `f(a)`, `f(b)` of
+/// opposite signs (or one of them zero), to `2 eps |x| + tol / 2`.
+fn brent<F: FnMut(f64) -> f64>(mut f: F, mut a: f64, mut b: f64, mut fa: f64, mut fb: f64, tol: f64) -> f64 {
+    if fa == 0.0 {
+        return a;
+    }
+    if fb == 0.0 {
+        return b;
+    }
+    let mut c = a;
+    let mut fc = fa;
+    let mut d = b - a;
+    let mut e = d;
+    let mut reset = false;
+    for _ in 0..300 {
+        if reset {
+            c = a;
+            fc = fa;
+            d = b - a;
+            e = d;
+        }
+        if fc.abs() < fb.abs() {
+            a = b;
+            b = c;
+            c = a;
+            fa = fb;
+            fb = fc;
+            fc = fa;
+        }
+        let tol1 = 2.0 * f64::EPSILON * b.abs() + 0.5 * tol;
+        let xm = 0.5 * (c - b);
+        if xm.abs() <= tol1 || fb == 0.0 {
+            return b;
+        }
+        let mut bisect = true;
+        if e.abs() >= tol1 && fa.abs() > fb.abs() {
+            let s = fb / fa;
+            let (mut p, mut q);
+            if a == c {
+                p = 2.0 * xm * s;
+                q = 1.0 - s;
+            } else {
+                let qq = fa / fc;
+                let r = fb / fc;
+                p = s * (2.0 * xm * qq * (qq - r) - (b - a) * (r - 1.0));
+                q = (qq - 1.0) * (r - 1.0) * (s - 1.0);
+            }
+            if p > 0.0 {
+                q = -q;
+            }
+            p = p.abs();
+            if 2.0 * p < 3.0 * xm * q - (tol1 * q).abs() && p < (0.5 * e * q).abs() {
+                e = d;
+                d = p / q;
+                bisect = false;
+            }
+        }
+        if bisect {
+            d = xm;
+            e = d;
+        }
+        a = b;
+        fa = fb;
+        b += if d.abs() > tol1 { d } else { tol1.copysign(xm) };
+        fb = f(b);
+        reset = (fb > 0.0) == (fc > 0.0);
+        if fb.is_nan() {
+            return f64::NAN;
+        }
+    }
+    b
+}
+
+// ------------------------------------------------------------------ validation
+
+fn check_variance(x: f64, name: &str) -> Result<()> {
+    if !x.is_finite() {
+        return invalid!("{name} must be finite, got {x}");
+    }
+    if x < 0.0 {
+        return invalid!("{name} must be non-negative (it is a variance), got {x}");
+    }
+    Ok(())
+}
+
+fn check_all(sigma_w2: f64, sigma_b2: f64, q0: f64) -> Result<()> {
+    check_variance(sigma_w2, "sigma_w2")?;
+    check_variance(sigma_b2, "sigma_b2")?;
+    check_variance(q0, "q0 (the mean squared input per feature)")?;
+    if !(sigma_w2 * q0 + sigma_b2).is_finite() {
+        return invalid!("sigma_w2 * q0 + sigma_b2 overflows");
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------ the length map
+
+/// One step of the length map, `F(q) = sigma_w2 E[phi(sqrt(q) z)^2] + sigma_b2` (`F(inf) = inf`).
+pub fn length_step(act: &Activation, sigma_w2: f64, sigma_b2: f64, q: f64) -> f64 {
+    if q == f64::INFINITY {
+        return f64::INFINITY;
+    }
+    sigma_w2 * moment_unchecked(act, Moment::Phi2, q) + sigma_b2
+}
+
+/// The variances `q^1, ..., q^layers` of the pre-activations of the first `layers` layers:
+/// `out[0] = q^1 = sigma_w2 * q0 + sigma_b2` (the first Dense acts on the input, whose mean squared
+/// value per feature is `q0 = ||x||^2 / d_in`), `out[l] = F(out[l - 1])`. So `sqrt(out[l - 1])` is the
+/// predicted pre-activation std of the l-th activation layer of an MLP. A diverging map gives `inf`.
+pub fn length_map(
+    act: &Activation,
+    sigma_w2: f64,
+    sigma_b2: f64,
+    q0: f64,
+    layers: usize,
+    stop: &Stop,
+) -> Result<Vec<f64>> {
+    check_all(sigma_w2, sigma_b2, q0)?;
+    let mut out = Vec::with_capacity(layers.min(1 << 24));
+    let mut q = sigma_w2 * q0 + sigma_b2;
+    while out.len() < layers {
+        if out.len() % 1024 == 0 {
+            stop.check()?;
+        }
+        out.push(q);
+        let next = finite(length_step(act, sigma_w2, sigma_b2, q), "the length map")?;
+        if next == q {
+            // Converged exactly (or stuck at 0 or inf): the rest of the sequence is constant.
+            out.resize(layers, q);
+            break;
+        }
+        q = next;
+    }
+    Ok(out)
+}
+
+/// Largest finite `q` the fixed-point search tries before it declares the length map divergent.
+const Q_DIVERGES: f64 = 1e200;
+/// Below this, a decreasing length map is taken to converge to 0.
+const Q_VANISHES: f64 = 1e-300;
+
+/// The fixed point `q*` of the length map reached from `q^1 = sigma_w2 * q0 + sigma_b2`, or `+inf`
+/// when the map diverges (see the module docs for the degenerate cases).
+pub fn fixed_point(act: &Activation, sigma_w2: f64, sigma_b2: f64, q0: f64) -> Result<f64> {
+    check_all(sigma_w2, sigma_b2, q0)?;
+    let start = sigma_w2 * q0 + sigma_b2;
+    if let Some((sp, sm)) = piecewise_linear(act) {
+        // F(q) = r q + sigma_b2
+        let r = sigma_w2 * 0.5 * (sp * sp + sm * sm);
+        return Ok(if r < 1.0 {
+            sigma_b2 / (1.0 - r)
+        } else if sigma_b2 == 0.0 && (r == 1.0 || start == 0.0) {
+            start
+        } else {
+            f64::INFINITY
+        });
+    }
+    let map = |q: f64| length_step(act, sigma_w2, sigma_b2, q);
+    let g = |q: f64| map(q) - q;
+    let g_start = g(start);
+    if g_start.is_nan() {
+        return Err(CoreError::Internal("the length map evaluated to NaN".into()));
+    }
+    if g_start == 0.0 {
+        return Ok(start);
+    }
+    let (lo, hi, g_lo, g_hi);
+    if g_start > 0.0 {
+        // The sequence increases to the smallest fixed point above `start`.
+        let (mut l, mut gl) = (start, g_start);
+        loop {
+            let cand = (2.0 * l).max(l + gl);
+            if cand > Q_DIVERGES {
+                return Ok(f64::INFINITY);
+            }
+            let gc = g(cand);
+            if gc <= 0.0 {
+                (lo, hi, g_lo, g_hi) = (l, cand, gl, gc);
+                break;
+            }
+            (l, gl) = (cand, gc);
+        }
+    } else {
+        // The sequence decreases to the largest fixed point below `start`.
+        let g_zero = g(0.0); // = sigma_w2 phi(0)^2 + sigma_b2 >= 0
+        let zero_fixed = g_zero <= 0.0;
+        let slope0 = sigma_w2 * moment_unchecked(act, Moment::Dphi2, 0.0);
+        let (mut h, mut gh) = (start, g_start);
+        loop {
+            if zero_fixed && slope0 < 1.0 {
+                // In the linear regime near 0, F(q)/q ~ slope0 < 1: no fixed point below h.
+                let ratio = (gh + h) / h;
+                if (ratio - slope0).abs() < 1e-3 * (1.0 - slope0) {
+                    return Ok(0.0);
+                }
+            }
+            let cand = (0.5 * h).min(h + gh);
+            if cand < Q_VANISHES {
+                if zero_fixed {
+                    return Ok(0.0);
+                }
+                (lo, hi, g_lo, g_hi) = (0.0, h, g_zero, gh);
+                break;
+            }
+            let gc = g(cand);
+            if gc >= 0.0 {
+                (lo, hi, g_lo, g_hi) = (cand, h, gc, gh);
+                break;
+            }
+            (h, gh) = (cand, gc);
+        }
+    }
+    let root = brent(g, lo, hi, g_lo, g_hi, 1e-300);
+    finite(root, "the fixed point q*")
+}
+
+/// `chi_1 = sigma_w2 E[phi'(sqrt(q*) z)^2]` at the fixed point (the `q -> 0+` or `q -> inf` limit
+/// when `q*` is 0 or infinite).
+pub fn chi1(act: &Activation, sigma_w2: f64, sigma_b2: f64, q0: f64) -> Result<f64> {
+    check_all(sigma_w2, sigma_b2, q0)?;
+    if let Some((sp, sm)) = piecewise_linear(act) {
+        return Ok(sigma_w2 * 0.5 * (sp * sp + sm * sm));
+    }
+    let q = fixed_point(act, sigma_w2, sigma_b2, q0)?;
+    chi1_at(act, sigma_w2, q)
+}
+
+fn chi1_at(act: &Activation, sigma_w2: f64, q: f64) -> Result<f64> {
+    if q == f64::INFINITY {
+        let (sp, sm) = asymptote(act).expect("only linearly growing activations diverge");
+        return Ok(sigma_w2 * 0.5 * (sp * sp + sm * sm));
+    }
+    finite(sigma_w2 * moment_unchecked(act, Moment::Dphi2, q), "chi_1")
+}
+
+/// `-1 / ln(chi)`, `+inf` at `chi = 1`.
+pub fn depth_scale(chi: f64) -> f64 {
+    let l = chi.ln();
+    if l == 0.0 {
+        f64::INFINITY
+    } else {
+        -1.0 / l
+    }
+}
+
+/// The correlation map at variance `q > 0`: `c' = (sigma_w2 E[phi(u1) phi(u2)] + sigma_b2) / q`.
+pub fn correlation_map(act: &Activation, sigma_w2: f64, sigma_b2: f64, q: f64, c: f64) -> Result<f64> {
+    check_variance(sigma_w2, "sigma_w2")?;
+    check_variance(sigma_b2, "sigma_b2")?;
+    if !(q.is_finite() && q > 0.0) {
+        return invalid!("the correlation map needs a finite positive variance q, got {q}");
+    }
+    let k = moment2(act, Moment2::PhiPhi, q, c)?;
+    Ok((sigma_w2 * k + sigma_b2) / q)
+}
+
+/// Everything mean-field theory says about one (activation, sigma_w2, sigma_b2, q0).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeanField {
+    /// The fixed point of the length map (0 or `inf` in degenerate cases).
+    pub q_star: f64,
+    /// `sigma_w2 E[phi'(u)^2]` at `q*`.
+    pub chi_1: f64,
+    /// `F'(q*) = sigma_w2 E[phi'(u)^2 + phi(u) phi''(u)]`.
+    pub chi_q: f64,
+    /// The stable fixed point of the correlation map: 1 when `chi_1 <= 1` (ordered phase), else in [0, 1).
+    pub c_star: f64,
+    /// The slope of the correlation map at `c*`, `sigma_w2 E[phi'(u1) phi'(u2)]`.
+    pub chi_c: f64,
+    /// `-1 / ln chi_q`
+    pub xi_q: f64,
+    /// `-1 / ln chi_c`
+    pub xi_c: f64,
+    /// `-1 / ln chi_1`
+    pub xi_grad: f64,
+}
+
+/// `q*`, `chi_1`, `chi_q`, `c*`, `chi_c` and the three depth scales (Schoenholz et al. 2017).
+pub fn mean_field(act: &Activation, sigma_w2: f64, sigma_b2: f64, q0: f64) -> Result<MeanField> {
+    check_all(sigma_w2, sigma_b2, q0)?;
+    let q = fixed_point(act, sigma_w2, sigma_b2, q0)?;
+    let chi_1 = chi1_at(act, sigma_w2, q)?;
+    let (chi_q, c_star, chi_c);
+    if q == f64::INFINITY || q == 0.0 {
+        // Degenerate fixed point: see the module docs.
+        chi_q = if q == 0.0 {
+            finite(sigma_w2 * moment_unchecked(act, Moment::Dphi2PhiD2phi, 0.0), "chi_q")?
+        } else {
+            chi_1
+        };
+        c_star = 1.0;
+        chi_c = 1.0;
+    } else {
+        chi_q = finite(sigma_w2 * moment_unchecked(act, Moment::Dphi2PhiD2phi, q), "chi_q")?;
+        if chi_1 <= 1.0 {
+            c_star = 1.0;
+            chi_c = chi_1;
+        } else {
+            (c_star, chi_c) = chaotic_correlation(act, sigma_w2, sigma_b2, q)?;
+        }
+    }
+    Ok(MeanField {
+        q_star: q,
+        chi_1,
+        chi_q,
+        c_star,
+        chi_c,
+        xi_q: depth_scale(chi_q),
+        xi_c: depth_scale(chi_c),
+        xi_grad: depth_scale(chi_1),
+    })
+}
+
+/// `(c*, chi_c)` in the chaotic phase (`chi_1 > 1`) at a finite positive `q*`. The correlation map
+/// `f` is a power series in `c` with non-negative coefficients (the squared Hermite coefficients of
+/// `phi`), so on [0, 1] it is increasing and convex with `f(0) >= 0`, `f(1) = 1`, `f'(1) = chi_1 > 1`:
+/// `g(c) = f(c) - c` has exactly one root in [0, 1), which Newton's method from `c = 0` approaches
+/// monotonically from below. A bisection bracket guards every step.
+fn chaotic_correlation(act: &Activation, sigma_w2: f64, sigma_b2: f64, q: f64) -> Result<(f64, f64)> {
+    let f = |c: f64| (sigma_w2 * moment2_unchecked(act, Moment2::PhiPhi, q, c) + sigma_b2) / q;
+    let df = |c: f64| sigma_w2 * moment2_unchecked(act, Moment2::DphiDphi, q, c);
+    let (mut lo, mut hi) = (0.0f64, 1.0f64); // g(lo) >= 0 > g(hi - 0)
+    let mut c = 0.0;
+    let mut g = f(c) - c;
+    if g.is_nan() {
+        return Err(CoreError::Internal("the correlation map evaluated to NaN".into()));
+    }
+    for _ in 0..200 {
+        if g <= 0.0 {
+            break;
+        }
+        let slope = df(c) - 1.0;
+        let mut next = if slope < 0.0 { c - g / slope } else { f64::NAN };
+        if !(next > lo && next < hi) {
+            next = 0.5 * (lo + hi);
+        }
+        let g_next = f(next) - next;
+        if g_next.is_nan() {
+            return Err(CoreError::Internal("the correlation map evaluated to NaN".into()));
+        }
+        if g_next > 0.0 {
+            lo = next;
+        } else {
+            hi = next;
+        }
+        let step = (next - c).abs();
+        c = next;
+        g = g_next;
+        if step <= 4.0 * f64::EPSILON || hi - lo <= 4.0 * f64::EPSILON {
+            break;
+        }
+    }
+    let c = c.clamp(0.0, 1.0);
+    Ok((c, finite(df(c), "chi_c")?))
+}
+
+/// `c*` (1 in the ordered phase).
+pub fn correlation_fixed_point(act: &Activation, sigma_w2: f64, sigma_b2: f64, q0: f64) -> Result<f64> {
+    Ok(mean_field(act, sigma_w2, sigma_b2, q0)?.c_star)
+}
+
+/// The edge of chaos: the `sigma_w2` with `chi_1(sigma_w2, sigma_b2) = 1`, found by doubling
+/// `sigma_w2` from 1 until `chi_1 > 1` and then Brent's method on the bracket. Piecewise-linear
+/// activations have it in closed form, `2 / (s+^2 + s-^2)` (relu: 2, identity: 1, whatever
+/// `sigma_b2`). An error if `chi_1` never reaches 1, or if it jumps across 1 (the fixed point `q*`
+/// changes discontinuously there).
+pub fn edge_of_chaos(act: &Activation, sigma_b2: f64, q0: f64) -> Result<f64> {
+    check_all(0.0, sigma_b2, q0)?;
+    if let Some((sp, sm)) = piecewise_linear(act) {
+        let k = 0.5 * (sp * sp + sm * sm);
+        if k == 0.0 {
+            return invalid!("{} with these parameters is identically 0: chi_1 = 0 for every sigma_w2", act.name());
+        }
+        return Ok(1.0 / k);
+    }
+    let h = |w: f64| -> Result<f64> { Ok(chi1(act, w, sigma_b2, q0)? - 1.0) };
+    let (mut lo, mut h_lo) = (0.0, -1.0);
+    let mut hi = 1.0;
+    let mut h_hi = h(hi)?;
+    while h_hi < 0.0 {
+        (lo, h_lo) = (hi, h_hi);
+        hi *= 2.0;
+        if hi > 1e12 {
+            return invalid!(
+                "{}: no edge of chaos for sigma_b2 = {sigma_b2}: chi_1 stays below 1 up to sigma_w2 = 1e12",
+                act.name()
+            );
+        }
+        h_hi = h(hi)?;
+    }
+    let mut err = None;
+    let w = brent(
+        |w| match h(w) {
+            Ok(v) => v,
+            Err(e) => {
+                err.get_or_insert(e);
+                f64::NAN
+            }
+        },
+        lo,
+        hi,
+        h_lo,
+        h_hi,
+        0.0,
+    );
+    if let Some(e) = err {
+        return Err(e);
+    }
+    let miss = h(w)?;
+    if !w.is_finite() || miss.abs() > 1e-7 {
+        return invalid!(
+            "{}: no edge of chaos for sigma_b2 = {sigma_b2}: chi_1 jumps across 1 near sigma_w2 = {w} \
+             (chi_1 - 1 = {miss} there; the fixed point q* changes discontinuously)",
+            act.name()
+        );
+    }
+    Ok(w)
+}
+
