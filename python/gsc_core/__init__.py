@@ -13,14 +13,20 @@ Definitions follow SPEC.md; points count from the input (``p_0 = x``).
 """
 
 from ._core import __version__, get_num_threads, set_num_threads
+from . import architectures
 from .analysis import GSCWarning, dilution, explosion_rate, gsc, gsc_matrix, gsc_per_sample, preactivation_stats, spectrum_summary
 from .builders import INITS, mlp, resnet
 from .jacobians import jacobian_norms, jacobian_spectrum
 from .layers import ACTIVATIONS, Activation, BatchNorm, Dense, LayerNorm, Residual
 from .network import Gradients, Network, Trace
+from .report import Report, analyze
+
 
 __all__ = [
     "__version__",
+    "analyze",
+    "architectures",
+    "theory",
     "ACTIVATIONS",
     "INITS",
     "Activation",
@@ -30,6 +36,7 @@ __all__ = [
     "Gradients",
     "LayerNorm",
     "Network",
+    "Report",
     "Residual",
     "Trace",
     "dilution",

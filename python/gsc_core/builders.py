@@ -153,7 +153,10 @@ def mlp(
         layers += [make(width, d), *_norm(norm), act]
         d = width
     layers.append(make(out_dim, d))
-    return Network(layers, dtype=dtype)
+    net = Network(layers, dtype=dtype)
+    # Provenance, for the mean-field predictions of gsc_core.analyze.
+    net._build_info = {"kind": "mlp", "activation": act, "norm": norm, "init": init, "gain": make.gain, "sigma_b": make.sigma_b, "depth": depth}
+    return net
 
 
 def resnet(
@@ -194,4 +197,6 @@ def resnet(
             body += [*_norm(norm), act, make(width, width)]
         layers.append(Residual(body, alpha=alpha))
     layers += [*_norm(norm), act, make(out_dim, width)]
-    return Network(layers, dtype=dtype)
+    net = Network(layers, dtype=dtype)
+    net._build_info = {"kind": "resnet", "activation": act, "norm": norm, "init": init, "gain": 1.0, "sigma_b": 0.0, "depth": blocks}
+    return net

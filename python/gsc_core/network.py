@@ -114,6 +114,7 @@ class Network:
         spec = [_native_layer(layer, self._dtype, f"layers[{l}]") for l, layer in enumerate(layers)]
         self._native = _core.Network(spec, self._dtype.name)
         self._layers = [_frozen_copy(layer, self._dtype) for layer in layers]
+        self._build_info: Optional[dict] = None  # set by gsc_core.mlp / resnet
 
     # ------------------------------------------------------------------ description
     @property

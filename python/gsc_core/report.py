@@ -1,0 +1,240 @@
+"""`analyze`: everything about a network's gradient flow in one object (SPEC §7)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from . import analysis
+from .jacobians import jacobian_spectrum
+from .network import Network
+
+
+@dataclass
+class Report:
+    """The result of :func:`analyze`. Arrays are float64; ``N + 1`` points, one entry per Dense,
+    Activation or Residual layer where stated.
+
+    - ``gsc`` ``(N+1,)``: GSC of every point to the loss (``mode``); ``gsc_per_sample`` ``(B, N+1)``
+      (``None`` with BatchNorm, where per-sample values do not exist);
+    - ``activation_norm`` / ``gradient_norm`` ``(N+1,)``: ``||P_i||_F`` and ``||dL/dP_i||_F`` over the batch;
+    - ``weight_gradient_ratio``: ``||dL/dW||_F / ||W||_F`` per Dense layer (depth-first);
+    - ``pre_activation_std``, ``sign_diversity``: per Activation layer, means over units
+      (``unit_std``, ``unit_sign_diversity``: the per-unit arrays);
+    - ``explosion_rate``, ``explosion_intercept``: ``r`` and ``c`` of ``G(i) ~ c r^{n_i}``;
+    - ``dilution``: per residual block; ``spectrum``: input-output singular values ``(B, k)`` or None;
+    - ``theory``: mean-field predictions for networks built by :func:`gsc_core.mlp` with Gaussian
+      weights and no normalisation, else None.
+    """
+
+    mode: str
+    loss: str
+    losses: np.ndarray
+    gsc: np.ndarray
+    gsc_left_out: np.ndarray
+    gsc_per_sample: Optional[np.ndarray]
+    activation_norm: np.ndarray
+    gradient_norm: np.ndarray
+    weight_gradient_ratio: np.ndarray
+    pre_activation_std: np.ndarray
+    sign_diversity: np.ndarray
+    unit_std: list
+    unit_sign_diversity: list
+    explosion_rate: float
+    explosion_intercept: float
+    dense_layers_after: np.ndarray
+    point_widths: list
+    dilution: np.ndarray
+    spectrum: Optional[np.ndarray]
+    spectrum_summary: Optional[dict]
+    theory: Optional[dict]
+    notes: list = field(default_factory=list)
+
+    # ------------------------------------------------------------------ output
+    def to_dict(self) -> dict:
+        """Plain floats and lists (JSON-serialisable; non-finite floats become ``None``)."""
+        return _plain({k: getattr(self, k) for k in self.__dataclass_fields__})
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def verdict(self) -> str:
+        """One word, checked in this order (thresholds in :data:`VERDICT_THRESHOLDS`):
+        ``collapses`` if the last Activation layer's mean sign diversity is below 0.1 or its mean
+        pre-activation std fell below 0.1 x the first layer's; ``explodes`` if the explosion rate
+        exceeds 1.025 per Dense layer (x3.4 over 50 layers); ``vanishes`` if it is below 1/1.025;
+        else ``healthy``."""
+        t = VERDICT_THRESHOLDS
+        sign, std = self.sign_diversity, self.pre_activation_std
+        if len(sign) and (sign[-1] < t["collapsed_sign_diversity"] or (std[0] > 0 and std[-1] / std[0] < t["collapsed_std_ratio"])):
+            return "collapses"
+        r = self.explosion_rate
+        if np.isfinite(r) and r > t["explodes_rate"]:
+            return "explodes"
+        if np.isfinite(r) and r < t["vanishes_rate"]:
+            return "vanishes"
+        return "healthy"
+
+    def summary(self) -> str:
+        """A readable table: per point the GSC to the loss, activation and gradient norms; per
+        layer the domain statistics; then the fitted explosion rate and the spectrum."""
+        lines = [f"gsc_core report: {len(self.gsc) - 1} layers, B={len(self.losses)}, loss={self.loss}, mode={self.mode}, "
+                 f"mean loss {np.mean(self.losses):.4g}"]
+        lines.append(f"{'point':>5} {'width':>5} {'GSC->loss':>11} {'||P||_F':>11} {'||dL/dP||_F':>11}")
+        for i, (g, a, d) in enumerate(zip(self.gsc, self.activation_norm, self.gradient_norm)):
+            lines.append(f"{i:>5} {self.point_widths[i]:>5} {g:>11.4g} {a:>11.4g} {d:>11.4g}")
+        if len(self.pre_activation_std):
+            lines.append(f"{'activation':>10} {'pre-act std':>12} {'sign div.':>10}")
+            for k, (s, d) in enumerate(zip(self.pre_activation_std, self.sign_diversity)):
+                lines.append(f"{k:>10} {s:>12.4g} {d:>10.4f}")
+        lines.append(f"explosion rate r = {self.explosion_rate:.4g} per Dense layer (intercept c = {self.explosion_intercept:.4g}); verdict: {self.verdict()}")
+        if len(self.weight_gradient_ratio):
+            w = self.weight_gradient_ratio
+            lines.append(f"||dL/dW|| / ||W||: first Dense {w[0]:.4g}, last Dense {w[-1]:.4g}")
+        if len(self.dilution):
+            lines.append("dilution per residual block: " + ", ".join(f"{d:.3g}" for d in self.dilution))
+        if self.spectrum_summary is not None:
+            s = self.spectrum_summary
+            lines.append(f"input-output Jacobian: mean squared singular value {s['mean_sq_mean']:.4g}, "
+                         f"its variance {s['var_sq_mean']:.4g}, condition number {s['condition_mean']:.4g} (batch means)")
+        if self.theory is not None:
+            t = self.theory
+            lines.append(f"mean field ({t['activation']}, sigma_w^2={t['sigma_w2']:.4g}, sigma_b^2={t['sigma_b2']:.4g}): "
+                         f"q*={t['q_star']:.4g}, chi_1={t['chi1']:.4g}, predicted GSC factor per layer sqrt(chi_1)={t['gsc_factor']:.4g}")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return (f"Report(points={len(self.gsc)}, mode={self.mode!r}, gsc[0]={self.gsc[0]:.4g}, "
+                f"explosion_rate={self.explosion_rate:.4g}, verdict={self.verdict()!r})")
+
+
+#: Thresholds of :meth:`Report.verdict`, per Dense layer and at the last Activation layer.
+VERDICT_THRESHOLDS = {
+    "explodes_rate": 1.025,
+    "vanishes_rate": 1 / 1.025,
+    "collapsed_sign_diversity": 0.1,
+    "collapsed_std_ratio": 0.1,
+}
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _plain(v.tolist())
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return f if math.isfinite(f) else None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v
+
+
+def _norms(log_norms: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return np.exp(analysis._logsumexp(2 * log_norms, axis=1) / 2)
+
+
+def analyze(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = "sample", spectrum: bool = True) -> Report:
+    """Analyses a network's gradient flow on a batch: one forward and one backward pass for
+    everything but the spectrum (which needs one batched Jacobian).
+
+    >>> import numpy as np, gsc_core
+    >>> net = gsc_core.mlp(depth=10, width=32, activation="tanh", init="gaussian", sigma_w=1.5 ** 0.5, seed=0)
+    >>> report = gsc_core.analyze(net, np.random.default_rng(0).normal(size=(64, 32)))
+    >>> report.gsc.shape, report.spectrum.shape, sorted(report.theory)[:3]
+    ((20,), (64, 32), ['activation', 'chi1', 'depth_scales'])
+    """
+    analysis._check_mode(mode)
+    if mode == "sample":
+        analysis._require_per_sample(net, "analyze")
+    xa, prof = analysis._profile(net, x, y, loss)
+    gsc, left_out, per_sample = analysis._gsc_from_profile(net, prof, xa.shape[1], mode)
+    dense_after = np.asarray(net._native.dense_layers_after())
+    rate, intercept = analysis._fit_explosion(gsc, dense_after)
+    stats = analysis._stats_dict(prof["unit_std"], prof["unit_sign_diversity"])
+    notes = []
+    spec = summ = None
+    if spectrum:
+        if net._native.batchnorm_layers:
+            notes.append(f"no Jacobian spectrum: {net._native.batchnorm_layers[0]} couples the samples, so per-sample Jacobians do not exist")
+        else:
+            spec = jacobian_spectrum(net, xa)
+            summ = analysis.spectrum_summary(spec)
+    with np.errstate(over="ignore"):
+        ratio = np.exp(np.asarray(prof["weight_grad_log_norms"]) - np.asarray(prof["weight_log_norms"]))
+    return Report(
+        mode=mode,
+        loss=loss,
+        losses=np.asarray(prof["losses"], dtype=np.float64),
+        gsc=gsc,
+        gsc_left_out=left_out,
+        gsc_per_sample=per_sample,
+        activation_norm=_norms(prof["point_log_norms"]),
+        gradient_norm=_norms(prof["grad_log_norms"]),
+        weight_gradient_ratio=ratio,
+        pre_activation_std=stats["std"],
+        sign_diversity=stats["sign_diversity"],
+        unit_std=stats["unit_std"],
+        unit_sign_diversity=stats["unit_sign_diversity"],
+        explosion_rate=rate,
+        explosion_intercept=intercept,
+        dense_layers_after=dense_after,
+        point_widths=net.point_widths(xa.shape[1]),
+        dilution=np.asarray(prof["dilution"], dtype=np.float64),
+        spectrum=spec,
+        spectrum_summary=summ,
+        theory=_theory_or_none(net, xa),
+        notes=notes,
+    )
+
+
+def _theory(net: Network, x: np.ndarray) -> Optional[dict]:
+    """Mean-field predictions (SPEC §6) for plain MLPs with Gaussian weights built by ``mlp``."""
+    info = getattr(net, "_build_info", None)
+    if not info or info["kind"] != "mlp" or info["norm"] is not None or info["init"] not in ("gaussian", "lecun", "he"):
+        return None
+    from . import theory
+
+    act = info["activation"]
+    sigma_w2 = info["gain"] ** 2 * (2.0 if info["init"] == "he" else 1.0)
+    sigma_b2 = info["sigma_b"] ** 2
+    q0 = float(np.mean(np.sum(x.astype(np.float64) ** 2, axis=1)) / x.shape[1])
+    hidden = info["depth"] - 1
+    try:
+        q = theory.length_map(act, sigma_w2, sigma_b2, q0, hidden) if hidden > 0 else np.zeros(0)
+        q_star = theory.fixed_point(act, sigma_w2, sigma_b2)
+        chi1 = theory.chi1(act, sigma_w2, sigma_b2)
+        scales = theory.depth_scales(act, sigma_w2, sigma_b2)
+    except ValueError:
+        return None
+    return {
+        "activation": act.name,
+        "sigma_w2": sigma_w2,
+        "sigma_b2": sigma_b2,
+        "q0": q0,
+        "q": np.asarray(q, dtype=np.float64),
+        "pre_activation_std": np.sqrt(np.asarray(q, dtype=np.float64)),
+        "q_star": float(q_star),
+        "chi1": float(chi1),
+        "gsc_factor": float(np.sqrt(chi1)),
+        "mean_sq_singular_value": float(chi1**hidden),
+        "depth_scales": {k: float(v) for k, v in scales.items()},
+    }
+
+
+def _theory_or_none(net: Network, x: np.ndarray) -> Optional[dict]:
+    try:
+        from . import theory  # noqa: F401
+    except ImportError:  # pragma: no cover - theory module being written
+        return None
+    return _theory(net, x)
