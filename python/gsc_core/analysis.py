@@ -70,14 +70,15 @@ def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
         return np.squeeze(m, axis=axis) + np.log(np.sum(np.exp(a - m), axis=axis))
 
 
-def _geometric_mean(log_values: np.ndarray, what: str, warn: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Geometric mean over axis 0 (samples) of the finite values, and how many were left out."""
+def _log_geometric_mean(log_values: np.ndarray, what: str, warn: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Log of the geometric mean over axis 0 (samples) of the values whose log is finite (finite
+    positive values), and how many were left out; NaN where none is left."""
     finite = np.isfinite(log_values)
     counts = finite.sum(axis=0)
     left_out = log_values.shape[0] - counts
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"):
         mean_log = np.where(finite, log_values, 0.0).sum(axis=0) / counts
-        result = np.exp(np.where(counts > 0, mean_log, np.nan))
+        result = np.where(counts > 0, mean_log, np.nan)
     if warn and left_out.any():
         worst = int(left_out.max())
         warnings.warn(
@@ -111,32 +112,40 @@ def _log_gsc_to_loss_batch(prof: dict, widths: np.ndarray) -> np.ndarray:
     return grad - 0.5 * np.log(batch * widths) + point - log_loss
 
 
-def _gsc_from_profile(net: Network, prof: dict, d0: int, mode: str, warn: bool = True) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """(GSC to the loss (N+1,), samples left out per point, per-sample GSC (B, N+1) or None)."""
+def _log_gsc_from_profile(net: Network, prof: dict, d0: int, mode: str, warn: bool = True) -> tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """(ln GSC to the loss (N+1,), samples left out per point, per-sample ln G (B, N+1) or None).
+
+    Summaries are NaN where no sample has a finite positive value (sample mode) or where the
+    batch-mode value is undefined (a zero loss or a zero gradient)."""
     widths = np.asarray(net.point_widths(d0), dtype=np.float64)
-    per_sample = None
-    if not net._native.batchnorm_layers:
-        with np.errstate(over="ignore"):
-            per_sample = np.exp(_log_gsc_to_loss_per_sample(prof, widths))
+    per_sample = None if net._native.batchnorm_layers else _log_gsc_to_loss_per_sample(prof, widths)
     if mode == "sample":
         _require_per_sample(net, "gsc")
-        values, left_out = _geometric_mean(_log_gsc_to_loss_per_sample(prof, widths), "gsc", warn)
+        assert per_sample is not None
+        values, left_out = _log_geometric_mean(per_sample, "gsc", warn)
         return values, left_out, per_sample
     logs = _log_gsc_to_loss_batch(prof, widths)
     undefined = ~np.isfinite(logs)
     if warn and undefined.any():
         warnings.warn(GSCWarning("gsc (batch mode): the GSC is undefined (zero loss or zero gradient) at some points; they are NaN"), stacklevel=3)
+    return np.where(undefined, np.nan, logs), undefined.astype(np.int64), per_sample
+
+
+def _exp(logs: Optional[np.ndarray]) -> Optional[np.ndarray]:
+    """``exp`` that overflows to ``inf`` silently: the true value is beyond float64."""
+    if logs is None:
+        return None
     with np.errstate(over="ignore"):
-        values = np.where(undefined, np.nan, np.exp(logs))
-    return values, undefined.astype(np.int64), per_sample
+        return np.exp(logs)
 
 
-def gsc(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = "sample") -> np.ndarray:
+def gsc(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = "sample", *, log: bool = False) -> np.ndarray:
     """The GSC of every point to the loss, ``(N+1,)`` (the paper's Figure 1A).
 
     ``mode="sample"``: the geometric mean over samples of ``G_b(i -> loss)``; samples with a zero or
     non-finite value are left out and reported by a :class:`GSCWarning`. ``mode="batch"``: the
-    batch as one input vector (needed with BatchNorm).
+    batch as one input vector (needed with BatchNorm). ``log=True`` returns ``ln G``, finite even
+    where ``G`` itself exceeds float64 (then ``G`` is reported as ``inf``).
 
     >>> import numpy as np, gsc_core
     >>> net = gsc_core.mlp(depth=3, width=8, seed=0)
@@ -148,16 +157,17 @@ def gsc(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = "sam
     if mode == "sample":
         _require_per_sample(net, "gsc")
     xa, prof = _profile(net, x, y, loss)
-    return _gsc_from_profile(net, prof, xa.shape[1], mode)[0]
+    logs = _log_gsc_from_profile(net, prof, xa.shape[1], mode)[0]
+    return logs if log else _exp(logs)
 
 
-def gsc_per_sample(net: Network, x: Any, y: Any = None, loss: str = "mse") -> np.ndarray:
-    """Per-sample ``G_b(i -> loss)``, shape ``(B, N+1)`` (``inf`` where it overflows float64)."""
+def gsc_per_sample(net: Network, x: Any, y: Any = None, loss: str = "mse", *, log: bool = False) -> np.ndarray:
+    """Per-sample ``G_b(i -> loss)``, shape ``(B, N+1)`` (``log=True``: ``ln G_b``)."""
     _require_per_sample(net, "gsc_per_sample")
     xa, prof = _profile(net, x, y, loss)
     widths = np.asarray(net.point_widths(xa.shape[1]), dtype=np.float64)
-    with np.errstate(over="ignore"):
-        return np.exp(_log_gsc_to_loss_per_sample(prof, widths))
+    logs = _log_gsc_to_loss_per_sample(prof, widths)
+    return logs if log else _exp(logs)
 
 
 # ---------------------------------------------------------------------------- GSC between points
@@ -170,6 +180,8 @@ def gsc_matrix(
     probes: Optional[int] = None,
     seed: int = 0,
     return_stderr: bool = False,
+    *,
+    log: bool = False,
 ) -> Any:
     """``G(i -> j)`` between all points: ``(N+1, N+1)`` with entry ``[i, j]`` for ``i < j``, 1 on the
     diagonal, NaN below.
@@ -178,7 +190,8 @@ def gsc_matrix(
     ``probes=k``, ``||J||_F^2`` is estimated from ``k`` Gaussian JVPs per start point
     (``E||J v||^2 = ||J||_F^2``, unbiased), which is the only option in ``mode="batch"`` with
     BatchNorm. With ``return_stderr=True`` returns ``(matrix, stderr)``: the estimator's standard
-    error (delta method; zeros when exact).
+    error (delta method; zeros when exact; with ``log=True`` the standard error of ``ln G``).
+    ``log=True`` returns ``ln G`` (0 on the diagonal), finite even where ``G`` exceeds float64.
 
     >>> import numpy as np, gsc_core
     >>> net = gsc_core.mlp(depth=2, width=4, seed=0)
@@ -223,9 +236,7 @@ def gsc_matrix(
         # [i, j, b]: ln G_b(i -> j)
         logs = 0.5 * log_sq - log_width[:, None, None] + point_logs[:, None, :] - point_logs[None, :, :]
         per_pair = np.moveaxis(logs, 2, 0)  # (B, i, j)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", GSCWarning)
-            values, left_out = _geometric_mean(np.where(upper[None], per_pair, np.nan), "gsc_matrix", warn=False)
+        values, left_out = _log_geometric_mean(np.where(upper[None], per_pair, np.nan), "gsc_matrix", warn=False)
         if (left_out[upper] > 0).any():
             warnings.warn(GSCWarning(f"gsc_matrix: left up to {int(left_out[upper].max())} of {batch} samples out of the geometric mean at some point pairs (zero or non-finite values)"), stacklevel=2)
         out[upper] = values[upper]
@@ -235,29 +246,32 @@ def gsc_matrix(
     else:
         point_batch = _logsumexp(2 * point_logs, axis=1) / 2
         logs = 0.5 * log_sq_batch - 0.5 * np.log(batch * widths)[:, None] + point_batch[:, None] - point_batch[None, :]
-        with np.errstate(over="ignore"):
-            out[upper] = np.exp(logs[upper])
+        out[upper] = logs[upper]
         var = rel_var_batch / (4 * k)
-    with np.errstate(invalid="ignore", over="ignore"):
-        err[upper] = (out * np.sqrt(var))[upper]
-    np.fill_diagonal(out, 1.0)
+    # `out` holds ln G; the standard error of ln G is sqrt(var), that of G is G sqrt(var).
+    with np.errstate(invalid="ignore"):
+        err[upper] = np.sqrt(var)[upper]
+    np.fill_diagonal(out, 0.0)
     np.fill_diagonal(err, 0.0)
+    if not log:
+        out = _exp(out)
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.where(np.isnan(out), np.nan, out * err)
     return (out, err) if return_stderr else out
 
 
 # ---------------------------------------------------------------------------- explosion rate
 
 
-def _fit_explosion(gsc_values: np.ndarray, dense_after: np.ndarray) -> tuple[float, float]:
-    """Least squares ``ln G(i -> loss) = ln c + n_i ln r`` over points with a finite positive GSC."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(gsc_values)
+def _fit_explosion(logs: np.ndarray, dense_after: np.ndarray) -> tuple[float, float]:
+    """Least squares ``ln G(i -> loss) = ln c + n_i ln r`` over points with a finite log GSC."""
     keep = np.isfinite(logs)
     n = np.asarray(dense_after, dtype=np.float64)[keep]
     if keep.sum() < 2 or np.ptp(n) == 0:
         return float("nan"), float("nan")
     slope, intercept = np.polyfit(n, logs[keep], 1)
-    return float(np.exp(slope)), float(np.exp(intercept))
+    with np.errstate(over="ignore"):
+        return float(np.exp(slope)), float(np.exp(intercept))
 
 
 def explosion_rate(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = "sample") -> tuple[float, float]:
@@ -265,8 +279,8 @@ def explosion_rate(net: Network, x: Any, y: Any = None, loss: str = "mse", mode:
     layers between point ``i`` and the output (residual bodies counted, shortcuts not); returns
     ``(r, c)``: ``r > 1`` means gradients grow by ``r`` per Dense layer towards the input.
     """
-    g = gsc(net, x, y, loss, mode)
-    return _fit_explosion(g, np.asarray(net._native.dense_layers_after()))
+    logs = gsc(net, x, y, loss, mode, log=True)
+    return _fit_explosion(logs, np.asarray(net._native.dense_layers_after()))
 
 
 # ---------------------------------------------------------------------------- domain statistics

@@ -19,8 +19,9 @@ class Report:
     """The result of :func:`analyze`. Arrays are float64; ``N + 1`` points, one entry per Dense,
     Activation or Residual layer where stated.
 
-    - ``gsc`` ``(N+1,)``: GSC of every point to the loss (``mode``); ``gsc_per_sample`` ``(B, N+1)``
-      (``None`` with BatchNorm, where per-sample values do not exist);
+    - ``gsc`` ``(N+1,)``: GSC of every point to the loss (``mode``), ``log_gsc`` its natural log
+      (finite where ``gsc`` overflows to ``inf``); ``gsc_per_sample`` ``(B, N+1)`` (``None`` with
+      BatchNorm, where per-sample values do not exist); ``gsc_left_out``: samples left out per point;
     - ``activation_norm`` / ``gradient_norm`` ``(N+1,)``: ``||P_i||_F`` and ``||dL/dP_i||_F`` over the batch;
     - ``weight_gradient_ratio``: ``||dL/dW||_F / ||W||_F`` per Dense layer (depth-first);
     - ``pre_activation_std``, ``sign_diversity``: per Activation layer, means over units
@@ -35,6 +36,7 @@ class Report:
     loss: str
     losses: np.ndarray
     gsc: np.ndarray
+    log_gsc: np.ndarray
     gsc_left_out: np.ndarray
     gsc_per_sample: Optional[np.ndarray]
     activation_norm: np.ndarray
@@ -158,9 +160,9 @@ def analyze(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = 
     if mode == "sample":
         analysis._require_per_sample(net, "analyze")
     xa, prof = analysis._profile(net, x, y, loss)
-    gsc, left_out, per_sample = analysis._gsc_from_profile(net, prof, xa.shape[1], mode)
+    log_gsc, left_out, log_per_sample = analysis._log_gsc_from_profile(net, prof, xa.shape[1], mode)
     dense_after = np.asarray(net._native.dense_layers_after())
-    rate, intercept = analysis._fit_explosion(gsc, dense_after)
+    rate, intercept = analysis._fit_explosion(log_gsc, dense_after)
     stats = analysis._stats_dict(prof["unit_std"], prof["unit_sign_diversity"])
     notes = []
     spec = summ = None
@@ -176,9 +178,10 @@ def analyze(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = 
         mode=mode,
         loss=loss,
         losses=np.asarray(prof["losses"], dtype=np.float64),
-        gsc=gsc,
+        gsc=analysis._exp(log_gsc),
+        log_gsc=log_gsc,
         gsc_left_out=left_out,
-        gsc_per_sample=per_sample,
+        gsc_per_sample=analysis._exp(log_per_sample),
         activation_norm=_norms(prof["point_log_norms"]),
         gradient_norm=_norms(prof["grad_log_norms"]),
         weight_gradient_ratio=ratio,
