@@ -63,6 +63,7 @@ def _profile(net: Network, x: Any, y: Any, loss: str) -> tuple[np.ndarray, dict]
     return xa, net._native.profile(xa, loss, values, classes)
 
 
+@np.errstate(all="ignore")
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
     m = np.max(a, axis=axis, keepdims=True)
     m = np.where(np.isfinite(m), m, 0.0)
@@ -94,19 +95,19 @@ def _log_geometric_mean(log_values: np.ndarray, what: str, warn: bool = True) ->
 # ---------------------------------------------------------------------------- GSC to the loss
 
 
+@np.errstate(all="ignore")  # -inf - -inf = NaN is a left-out sample, reported by GSCWarning
 def _log_gsc_to_loss_per_sample(prof: dict, widths: np.ndarray) -> np.ndarray:
     """``ln G_b(i -> loss)``, shape ``(B, N+1)``."""
-    with np.errstate(divide="ignore"):
-        log_loss = np.log(np.abs(prof["losses"]))
+    log_loss = np.log(np.abs(prof["losses"]))
     logs = prof["grad_log_norms"] - 0.5 * np.log(widths)[:, None] + prof["point_log_norms"] - log_loss[None, :]
     return logs.T
 
 
+@np.errstate(all="ignore")
 def _log_gsc_to_loss_batch(prof: dict, widths: np.ndarray) -> np.ndarray:
     """``ln G(i -> loss)`` with the batch as one input, shape ``(N+1,)``."""
     batch = prof["losses"].shape[0]
-    with np.errstate(divide="ignore"):
-        log_loss = np.log(np.abs(np.sum(prof["losses"])))
+    log_loss = np.log(np.abs(np.sum(prof["losses"])))
     grad = _logsumexp(2 * prof["grad_log_norms"], axis=1) / 2
     point = _logsumexp(2 * prof["point_log_norms"], axis=1) / 2
     return grad - 0.5 * np.log(batch * widths) + point - log_loss
@@ -188,8 +189,9 @@ def gsc_matrix(
 
     Exact when ``probes is None`` (one chunked, identity-seeded VJP sweep per end point). With
     ``probes=k``, ``||J||_F^2`` is estimated from ``k`` Gaussian JVPs per start point
-    (``E||J v||^2 = ||J||_F^2``, unbiased), which is the only option in ``mode="batch"`` with
-    BatchNorm. With ``return_stderr=True`` returns ``(matrix, stderr)``: the estimator's standard
+    (``E||J v||^2 = ||J||_F^2``: the mean of the probes is unbiased; its log is corrected to second
+    order for Jensen's bias, so ``ln G`` and the sample-mode geometric mean are unbiased up to
+    ``O(1/k^2)``), which is the only option in ``mode="batch"`` with BatchNorm. With ``return_stderr=True`` returns ``(matrix, stderr)``: the estimator's standard
     error (delta method; zeros when exact; with ``log=True`` the standard error of ``ln G``).
     ``log=True`` returns ``ln G`` (0 on the diagonal), finite even where ``G`` exceeds float64.
 
@@ -224,10 +226,27 @@ def gsc_matrix(
         log_sq_batch = _logsumexp(np.where(np.isnan(log_sq), -np.inf, log_sq), axis=2)
     else:
         est = net._native.probe_log_sq_norms(xa, int(probes), int(seed))
-        log_sq, point_logs = est["sample_log_mean"], est["point_log_norms"]
-        rel_var_sample, rel_var_batch = est["sample_rel_var"], est["batch_rel_var"]
-        log_sq_batch = est["batch_log_mean"]
         k = int(probes)
+        point_logs = est["point_log_norms"]
+        rel_var_sample, rel_var_batch = est["sample_rel_var"], est["batch_rel_var"]
+        # The mean of k probes estimates ||J||_F^2 without bias, but its log is biased low by
+        # relvar / (2k) (Jensen); correct to second order so that ln G, and the geometric mean
+        # over samples built from it, are unbiased up to O(1/k^2).
+        with np.errstate(invalid="ignore"):
+            log_sq = est["sample_log_mean"] + (np.nan_to_num(rel_var_sample) / (2 * k) if k > 1 else 0.0)
+            log_sq_batch = est["batch_log_mean"] + (np.nan_to_num(rel_var_batch) / (2 * k) if k > 1 else 0.0)
+    with np.errstate(all="ignore"):
+        out, err = _compose_matrix(log_sq, log_sq_batch, point_logs, rel_var_sample, rel_var_batch, widths, batch, k, mode)
+    if not log:
+        out = _exp(out)
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = np.where(np.isnan(out), np.nan, out * err)
+    return (out, err) if return_stderr else out
+
+
+def _compose_matrix(log_sq, log_sq_batch, point_logs, rel_var_sample, rel_var_batch, widths, batch, k, mode):
+    """``ln G(i -> j)`` and the standard error of ``ln G`` from the core's log norms."""
+    n1 = widths.shape[0]
     upper = np.triu(np.ones((n1, n1), dtype=bool), k=1)
     out = np.full((n1, n1), np.nan)
     err = np.full((n1, n1), np.nan)
@@ -238,7 +257,7 @@ def gsc_matrix(
         per_pair = np.moveaxis(logs, 2, 0)  # (B, i, j)
         values, left_out = _log_geometric_mean(np.where(upper[None], per_pair, np.nan), "gsc_matrix", warn=False)
         if (left_out[upper] > 0).any():
-            warnings.warn(GSCWarning(f"gsc_matrix: left up to {int(left_out[upper].max())} of {batch} samples out of the geometric mean at some point pairs (zero or non-finite values)"), stacklevel=2)
+            warnings.warn(GSCWarning(f"gsc_matrix: left up to {int(left_out[upper].max())} of {batch} samples out of the geometric mean at some point pairs (zero or non-finite values)"), stacklevel=3)
         out[upper] = values[upper]
         # var(ln G_b) ~ relvar(F_b) / (4 k); the mean over n samples divides the sum by n^2.
         finite = np.isfinite(per_pair)
@@ -249,15 +268,10 @@ def gsc_matrix(
         out[upper] = logs[upper]
         var = rel_var_batch / (4 * k)
     # `out` holds ln G; the standard error of ln G is sqrt(var), that of G is G sqrt(var).
-    with np.errstate(invalid="ignore"):
-        err[upper] = np.sqrt(var)[upper]
+    err[upper] = np.sqrt(var)[upper]
     np.fill_diagonal(out, 0.0)
     np.fill_diagonal(err, 0.0)
-    if not log:
-        out = _exp(out)
-        with np.errstate(invalid="ignore", over="ignore"):
-            err = np.where(np.isnan(out), np.nan, out * err)
-    return (out, err) if return_stderr else out
+    return out, err
 
 
 # ---------------------------------------------------------------------------- explosion rate
