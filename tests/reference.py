@@ -108,15 +108,16 @@ def activation_derivative(name: str, params: dict, z: np.ndarray) -> np.ndarray:
         return SELU_LAMBDA * np.where(pos, 1.0, SELU_ALPHA * np.exp(np.minimum(z, 0.0)))
     if name == "gelu":
         return normal_cdf(z) + z * _INV_SQRT_2PI * np.exp(-0.5 * z * z)
+    # Saturation-accurate forms: 1 - s and 1 - tanh^2 would lose every digit for large |z|.
     if name == "silu":
-        s = sigmoid(z)
-        return s * (1.0 + z * (1.0 - s))
+        return sigmoid(z) * (1.0 + z * sigmoid(-z))
     if name == "tanh":
-        t = np.tanh(z)
-        return 1.0 - t * t
-    if name in ("sigmoid", "softplus"):
-        s = sigmoid(z)
-        return s * (1.0 - s) if name == "sigmoid" else s
+        with np.errstate(over="ignore"):
+            return 1.0 / np.cosh(z) ** 2
+    if name == "sigmoid":
+        return sigmoid(z) * sigmoid(-z)
+    if name == "softplus":
+        return sigmoid(z)
     if name == "sin":
         return np.cos(z)
     raise ValueError(f"unknown activation {name!r}")

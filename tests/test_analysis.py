@@ -17,6 +17,25 @@ from conftest import Case, cases, has_batchnorm, random_case
 from reference import RefNet, losses_and_output_grad
 
 RTOL = 1e-9  # float64, exact paths
+UNIT64 = 2.0**-53
+
+
+def elementwise_rtol(layers, compute, draws: int = 2) -> float:
+    """RTOL, raised to 30x how far float64 rounding noise on every layer's output moves each element
+    of ``compute(RefNet)`` relatively (GSC entries are ratios: a tiny one can be ill-conditioned,
+    e.g. a LayerNorm of two features whose gradient cancels). Rejects hopeless cases."""
+    from hypothesis import assume
+
+    exact = np.asarray(compute(RefNet(layers)), dtype=np.float64)
+    worst = 0.0
+    for seed in range(draws):
+        noisy = np.asarray(compute(RefNet(layers, noise=(UNIT64, seed))), dtype=np.float64)
+        ok = np.isfinite(exact) & np.isfinite(noisy) & (exact != 0)
+        if ok.any():
+            worst = max(worst, float(np.max(np.abs(noisy[ok] - exact[ok]) / np.abs(exact[ok]))))
+    rtol = max(RTOL, 30 * worst)
+    assume(rtol < 1e-6)
+    return rtol
 
 
 def rel(a, b) -> float:
@@ -100,13 +119,14 @@ def test_gsc_to_loss_per_sample_and_summary_match_numpy(case: Case):
     net = case.net()
     for loss, y in (("mse", case.y_mse), ("cross_entropy", case.y_classes)):
         per = ref_gsc_to_loss(case.ref(net), case.x, y, loss, "sample")
+        rtol = elementwise_rtol(net.layers, lambda r: ref_gsc_to_loss(r, case.x, y, loss, "sample"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", gsc_core.GSCWarning)
             got_per = gsc_core.gsc_per_sample(net, case.x, y, loss)
             got = gsc_core.gsc(net, case.x, y, loss)
         finite = np.isfinite(per) & (per > 0)
-        assert rel(np.where(finite, got_per, 0), np.where(finite, per, 0)) < RTOL
-        assert rel(got, geometric_mean(per)) < RTOL
+        assert rel(np.where(finite, got_per, 0), np.where(finite, per, 0)) < rtol
+        assert rel(got, geometric_mean(per)) < rtol
 
 
 @given(cases(dtypes=("float64",)))
@@ -114,12 +134,13 @@ def test_gsc_batch_mode_matches_numpy_with_and_without_batchnorm(case: Case):
     net = case.net()
     for loss, y in (("mse", case.y_mse), ("cross_entropy", case.y_classes)):
         want = ref_gsc_to_loss(case.ref(net), case.x, y, loss, "batch")
+        rtol = elementwise_rtol(net.layers, lambda r: ref_gsc_to_loss(r, case.x, y, loss, "batch"))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", gsc_core.GSCWarning)
             got = gsc_core.gsc(net, case.x, y, loss, mode="batch")
         ok = np.isfinite(want) & (want > 0)
         assert np.array_equal(ok, np.isfinite(got))
-        assert rel(got[ok], want[ok]) < RTOL
+        assert rel(got[ok], want[ok]) < rtol
 
 
 def test_gsc_log_option_is_the_log():
@@ -168,13 +189,14 @@ def test_gsc_matrix_exact_matches_numpy_both_modes(case: Case):
     net = case.net()
     ref = case.ref(net)
     for mode in ("sample", "batch"):
+        rtol = elementwise_rtol(net.layers, lambda r: ref_gsc_matrix(r, case.x, mode))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", gsc_core.GSCWarning)
             got = gsc_core.gsc_matrix(net, case.x, mode=mode)
             want = ref_gsc_matrix(ref, case.x, mode)
         ok = np.isfinite(want)
         assert np.array_equal(ok, np.isfinite(got)), (got, want)
-        assert rel(got[ok], want[ok]) < RTOL
+        assert rel(got[ok], want[ok]) < rtol
         assert np.all(np.diag(got) == 1.0) and np.all(np.isnan(got[np.tril_indices_from(got, -1)]))
 
 
@@ -315,13 +337,21 @@ def test_analyze_fields_match_numpy(case: Case):
         rate, _ = gsc_core.explosion_rate(net, case.x, case.y_classes, "cross_entropy")
     points, _ = ref.forward(case.x)
     losses, grads = ref.loss_and_grad(case.x, case.y_classes, "cross_entropy")
-    assert rel(report.losses, losses) < RTOL
-    assert rel(report.gsc, g) < 1e-14
-    assert rel(report.activation_norm, [np.linalg.norm(p) for p in points]) < RTOL
-    assert rel(report.gradient_norm, [np.linalg.norm(q) for q in grads.points]) < RTOL
     dense = [l for l in _walk_dense(net.layers)]
+
+    def norms(r):
+        _, gr = r.loss_and_grad(case.x, case.y_classes, "cross_entropy")
+        pts, _ = r.forward(case.x)
+        return np.concatenate([r.losses(case.x, case.y_classes, "cross_entropy"), [np.linalg.norm(p) for p in pts], [np.linalg.norm(q) for q in gr.points],
+                               [np.linalg.norm(gw) / np.linalg.norm(d.weight) for gw, d in zip(gr.weights, dense)]])
+
+    rtol = elementwise_rtol(net.layers, norms)
+    assert rel(report.losses, losses) < rtol
+    assert rel(report.gsc, g) < 1e-14
+    assert rel(report.activation_norm, [np.linalg.norm(p) for p in points]) < rtol
+    assert rel(report.gradient_norm, [np.linalg.norm(q) for q in grads.points]) < rtol
     ratio = [np.linalg.norm(gw) / np.linalg.norm(d.weight) for gw, d in zip(grads.weights, dense)]
-    assert rel(report.weight_gradient_ratio, ratio) < RTOL
+    assert rel(report.weight_gradient_ratio, ratio) < rtol
     spec = ref.jacobian_spectrum(case.x)
     assert rel(report.spectrum, spec) < 1e-8 or np.allclose(report.spectrum, spec, rtol=1e-8, atol=1e-10 * spec.max(initial=1))
     stats = gsc_core.preactivation_stats(net, case.x)

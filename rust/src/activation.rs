@@ -8,6 +8,7 @@
 use crate::error::Result;
 use crate::float::Float;
 use crate::invalid;
+use crate::simd;
 
 /// SELU's scale, lambda (Klambauer et al. 2017).
 pub const SELU_LAMBDA: f64 = 1.050_700_987_355_480_5;
@@ -135,7 +136,7 @@ impl Activation {
             // z * Phi(z), Phi(z) = erfc(-z / sqrt 2) / 2 (accurate also for very negative z).
             Activation::Gelu => z * std_normal_cdf(z),
             Activation::Silu => z * sigmoid(z),
-            Activation::Tanh => z.tanh(),
+            Activation::Tanh => T::from_f64(simd::tanh_and_derivative(z.as_f64()).0),
             Activation::Sigmoid => sigmoid(z),
             // log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
             Activation::Softplus => z.max(zero) + (-z.abs()).exp().ln_1p(),
@@ -190,15 +191,29 @@ impl Activation {
                 let s = sigmoid(z);
                 s + z * sigmoid_product(z)
             }
-            // sech^2(z) = 4 e^{-2|z|} / (1 + e^{-2|z|})^2
-            Activation::Tanh => {
-                let e = (-(z.abs() + z.abs())).exp();
-                let d = one + e;
-                T::from_f64(4.0) * e / (d * d)
-            }
+            // sech^2(z) = 4 e^{-2|z|} / (1 + e^{-2|z|})^2, the same kernel as the SIMD path
+            Activation::Tanh => T::from_f64(simd::tanh_and_derivative(z.as_f64()).1),
             Activation::Sigmoid => sigmoid_product(z),
             Activation::Softplus => sigmoid(z),
             Activation::Sin => z.cos(),
+        }
+    }
+}
+
+impl Activation {
+    /// `y[i] = phi(z[i])`, vectorised where a SIMD kernel exists (tanh).
+    pub fn apply_slice<T: Float>(&self, z: &[T], y: &mut [T]) {
+        match self {
+            Activation::Tanh => simd::apply(simd::tanh_f64, z, y),
+            _ => y.iter_mut().zip(z).for_each(|(y, &z)| *y = self.apply(z)),
+        }
+    }
+
+    /// `d[i] = phi'(z[i])`, vectorised where a SIMD kernel exists (tanh).
+    pub fn derivative_slice<T: Float>(&self, z: &[T], d: &mut [T]) {
+        match self {
+            Activation::Tanh => simd::apply(simd::tanh_derivative_f64, z, d),
+            _ => d.iter_mut().zip(z).for_each(|(d, &z)| *d = self.derivative(z)),
         }
     }
 }

@@ -98,8 +98,13 @@ pub fn dense_param_grads<T: Float>(
 pub fn activation_forward<T: Float>(act: Activation, z: ArrayView2<T>) -> Array2<T> {
     let mut y = Array2::zeros(z.raw_dim());
     for_row_chunks(y.view_mut(), rows_per_task(z.ncols(), 1), |start, mut yc| {
-        let zc = z.slice(s![start..start + yc.nrows(), ..]);
-        Zip::from(&mut yc).and(&zc).for_each(|y, &z| *y = act.apply(z));
+        for (r, mut yrow) in yc.rows_mut().into_iter().enumerate() {
+            let zrow = z.row(start + r);
+            match (zrow.as_slice(), yrow.as_slice_mut()) {
+                (Some(zs), Some(ys)) => act.apply_slice(zs, ys),
+                _ => Zip::from(&mut yrow).and(zrow).for_each(|y, &z| *y = act.apply(z)),
+            }
+        }
     });
     y
 }
@@ -114,7 +119,11 @@ pub fn activation_tangent<T: Float>(act: Activation, z: ArrayView2<T>, k: usize,
         for (r, mut orow) in oc.rows_mut().into_iter().enumerate() {
             let row = start + r;
             if row % k == 0 || r == 0 {
-                Zip::from(&mut slope).and(z.row(row / k)).for_each(|s, &z| *s = act.derivative(z));
+                let zrow = z.row(row / k);
+                match zrow.as_slice() {
+                    Some(zs) => act.derivative_slice(zs, slope.as_slice_mut().expect("owned vector")),
+                    None => Zip::from(&mut slope).and(zrow).for_each(|s, &z| *s = act.derivative(z)),
+                }
             }
             Zip::from(&mut orow).and(block.row(row)).and(&slope).for_each(|o, &g, &s| *o = g * s);
         }

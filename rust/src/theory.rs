@@ -895,3 +895,333 @@ pub fn edge_of_chaos(act: &Activation, sigma_b2: f64, q0: f64) -> Result<f64> {
     Ok(w)
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activation::ACTIVATION_NAMES;
+
+    fn act(name: &str) -> Activation {
+        Activation::from_name(name, &[]).unwrap()
+    }
+
+    fn all() -> Vec<Activation> {
+        ACTIVATION_NAMES
+            .iter()
+            .map(|n| act(n))
+            .chain([Activation::LeakyRelu { negative_slope: 0.2 }, Activation::Elu { alpha: 0.7 }])
+            .collect()
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * (1.0 + b.abs())
+    }
+
+    /// Composite Simpson on each half-line [0, 12] with `n` (even) panels; the kink side is the
+    /// one-sided limit at z = 0.
+    fn simpson_expectation(g: &dyn Fn(f64) -> f64, q: f64, n: usize) -> f64 {
+        let r = q.sqrt();
+        let h = 12.0 / n as f64;
+        let mut total = 0.0;
+        for sign in [1.0, -1.0] {
+            let mut s = 0.0;
+            for i in 0..=n {
+                let z = i as f64 * h;
+                let u = if i == 0 { sign * TINY } else { sign * r * z };
+                let w = if i == 0 || i == n { 1.0 } else if i % 2 == 1 { 4.0 } else { 2.0 };
+                s += w * g(u) * std_normal_pdf(z);
+            }
+            total += s * h / 3.0;
+        }
+        total
+    }
+
+    #[test]
+    fn gauss_legendre_rule_is_exact_for_degree_39() {
+        let (x, w) = gl_rule();
+        assert!((w.iter().sum::<f64>() - 2.0).abs() < 1e-14);
+        for k in [0, 2, 10, 38] {
+            let s: f64 = x.iter().zip(w).map(|(x, w)| w * x.powi(k)).sum();
+            assert!((s - 2.0 / (k as f64 + 1.0)).abs() < 1e-14, "x^{k}: {s}");
+        }
+    }
+
+    #[test]
+    fn every_activation_matches_a_fine_simpson_integral() {
+        for a in all() {
+            for &q in &[0.05, 0.7, 1.0, 2.5, 9.0] {
+                let checks: [(Moment, Box<dyn Fn(f64) -> f64>); 3] = [
+                    (Moment::Phi2, Box::new(move |u: f64| a.apply::<f64>(u).powi(2))),
+                    (Moment::Dphi2, Box::new(move |u: f64| a.derivative::<f64>(u).powi(2))),
+                    (
+                        Moment::Dphi2PhiD2phi,
+                        Box::new(move |u: f64| {
+                            a.derivative::<f64>(u).powi(2) + a.apply::<f64>(u) * second_derivative(&a, u)
+                        }),
+                    ),
+                ];
+                for (m, g) in checks.iter() {
+                    let reference = simpson_expectation(g.as_ref(), q, 120_000);
+                    let numeric = moment_numeric(&a, *m, q);
+                    let best = moment(&a, *m, q).unwrap();
+                    assert!((numeric - reference).abs() < 1e-9, "{a:?} {m:?} q={q}: {numeric} vs {reference}");
+                    assert!((best - reference).abs() < 1e-9, "{a:?} {m:?} q={q}: {best} vs {reference}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn closed_forms_agree_with_quadrature() {
+        let exact = [
+            act("identity"),
+            act("relu"),
+            Activation::LeakyRelu { negative_slope: 0.01 },
+            Activation::LeakyRelu { negative_slope: -0.5 },
+            act("sin"),
+        ];
+        for a in exact {
+            for &q in &[0.01, 0.5, 1.0, 3.0] {
+                for m in [Moment::Phi2, Moment::Dphi2, Moment::Dphi2PhiD2phi] {
+                    let (x, y) = (moment(&a, m, q).unwrap(), moment_numeric(&a, m, q));
+                    assert!(close(x, y, 1e-12), "{a:?} {m:?} q={q}: {x} vs {y}");
+                }
+                for &c in &[-0.95, -0.3, 0.0, 0.4, 0.9, 0.999, 1.0] {
+                    for m in [Moment2::PhiPhi, Moment2::DphiDphi] {
+                        let (x, y) = (moment2(&a, m, q, c).unwrap(), moment2_numeric(&a, m, q, c));
+                        assert!(close(x, y, 1e-10), "{a:?} {m:?} q={q} c={c}: {x} vs {y}");
+                    }
+                }
+            }
+        }
+        // relu closed forms of the brief
+        assert_eq!(moment(&act("relu"), Moment::Phi2, 3.0).unwrap(), 1.5);
+        assert_eq!(moment(&act("relu"), Moment::Dphi2, 3.0).unwrap(), 0.5);
+    }
+
+    #[test]
+    fn elu_and_selu_match_their_closed_forms() {
+        // E[e^{a z} 1{z<0}] = e^{a^2/2} Phi(-a)
+        let phi = |x: f64| 0.5 * libm::erfc(x / std::f64::consts::SQRT_2);
+        let tail = |a: f64| (0.5 * a * a).exp() * phi(a);
+        for &(alpha, lambda) in &[(1.0, 1.0), (0.7, 1.0), (SELU_ALPHA, SELU_LAMBDA)] {
+            let a = if lambda == 1.0 { Activation::Elu { alpha } } else { Activation::Selu };
+            for &q in &[0.1f64, 1.0, 4.0] {
+                let r = q.sqrt();
+                let phi2 = lambda * lambda * (q / 2.0 + alpha * alpha * (tail(2.0 * r) - 2.0 * tail(r) + 0.5));
+                let dphi2 = lambda * lambda * (0.5 + alpha * alpha * tail(2.0 * r));
+                assert!(close(moment(&a, Moment::Phi2, q).unwrap(), phi2, 1e-12), "{a:?} q={q}");
+                assert!(close(moment(&a, Moment::Dphi2, q).unwrap(), dphi2, 1e-12), "{a:?} q={q}");
+            }
+        }
+    }
+
+    #[test]
+    fn bivariate_expectations_are_consistent() {
+        for a in all() {
+            for &q in &[0.3, 1.0, 4.0] {
+                // c = 0: independent, E[phi]^2; c = 1: E[phi^2]; c = -1: E[phi(u) phi(-u)].
+                let mean = gaussian_expectation(&|u: f64| a.apply::<f64>(u), q);
+                let at0 = moment2(&a, Moment2::PhiPhi, q, 0.0).unwrap();
+                assert!((at0 - mean * mean).abs() < 1e-10, "{a:?} q={q}: {at0} vs {}", mean * mean);
+                let near1 = moment2(&a, Moment2::PhiPhi, q, 1.0 - 1e-12).unwrap();
+                let at1 = moment(&a, Moment::Phi2, q).unwrap();
+                assert!(close(near1, at1, 1e-9), "{a:?} q={q}: {near1} vs {at1}");
+                // Price's theorem: d/dc E[phi(u1) phi(u2)] = q E[phi'(u1) phi'(u2)].
+                for &c in &[-0.6, 0.2, 0.7, 0.97] {
+                    let h = 1e-4;
+                    let up = moment2_numeric(&a, Moment2::PhiPhi, q, c + h);
+                    let down = moment2_numeric(&a, Moment2::PhiPhi, q, c - h);
+                    let fd = (up - down) / (2.0 * h);
+                    let d = q * moment2_numeric(&a, Moment2::DphiDphi, q, c);
+                    assert!(close(fd, d, 1e-6), "{a:?} q={q} c={c}: {fd} vs {d}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spec_reference_values() {
+        let tanh = act("tanh");
+        let q = fixed_point(&tanh, 2.5, 0.05, 1.0).unwrap();
+        let c = chi1(&tanh, 2.5, 0.05, 1.0).unwrap();
+        assert!((q - 1.06396).abs() < 5e-6, "{q}");
+        assert!((c - 1.13352).abs() < 5e-6, "{c}");
+        let q = fixed_point(&tanh, 1.5, 0.05, 1.0).unwrap();
+        let c = chi1(&tanh, 1.5, 0.05, 1.0).unwrap();
+        assert!((q - 0.41804).abs() < 5e-6, "{q}");
+        assert!((c - 0.93864).abs() < 5e-6, "{c}");
+        let w = edge_of_chaos(&tanh, 0.05, 1.0).unwrap();
+        assert!((w - 1.76096).abs() < 5e-6, "{w}");
+        let q = fixed_point(&tanh, w, 0.05, 1.0).unwrap();
+        assert!((q - 0.5700).abs() < 5e-5, "{q}");
+        assert!((chi1(&tanh, w, 0.05, 1.0).unwrap() - 1.0).abs() < 1e-10);
+        let selu = act("selu");
+        let q = fixed_point(&selu, 1.0, 0.0, 1.0).unwrap();
+        let c = chi1(&selu, 1.0, 0.0, 1.0).unwrap();
+        assert!((q - 1.0).abs() < 1e-9, "{q}");
+        assert!((c - 1.071575).abs() < 5e-7, "{c}");
+        // SELU's q* = 1 is attracting from other inputs too.
+        assert!((fixed_point(&selu, 1.0, 0.0, 7.0).unwrap() - 1.0).abs() < 1e-9);
+        assert!((fixed_point(&selu, 1.0, 0.0, 0.01).unwrap() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn relu_family() {
+        let relu = act("relu");
+        for &w in &[0.5, 1.0, 2.0, 3.0, 4.0] {
+            for &b in &[0.0, 0.1] {
+                assert_eq!(chi1(&relu, w, b, 1.0).unwrap(), w / 2.0);
+            }
+        }
+        assert_eq!(edge_of_chaos(&relu, 0.0, 1.0).unwrap(), 2.0);
+        assert_eq!(edge_of_chaos(&relu, 0.3, 1.0).unwrap(), 2.0);
+        assert_eq!(edge_of_chaos(&act("identity"), 0.0, 1.0).unwrap(), 1.0);
+        let leaky = Activation::LeakyRelu { negative_slope: 0.2 };
+        assert!((edge_of_chaos(&leaky, 0.0, 1.0).unwrap() - 2.0 / 1.04).abs() < 1e-15);
+        // degenerate fixed points
+        assert_eq!(fixed_point(&relu, 1.0, 0.0, 1.0).unwrap(), 0.0);
+        assert_eq!(fixed_point(&relu, 1.0, 0.5, 1.0).unwrap(), 1.0);
+        assert_eq!(fixed_point(&relu, 2.0, 0.0, 1.5).unwrap(), 3.0);
+        assert_eq!(fixed_point(&relu, 2.0, 0.1, 1.0).unwrap(), f64::INFINITY);
+        assert_eq!(fixed_point(&relu, 3.0, 0.0, 1.0).unwrap(), f64::INFINITY);
+        let mf = mean_field(&relu, 2.0, 0.0, 1.0).unwrap();
+        assert_eq!((mf.xi_q, mf.xi_c, mf.xi_grad), (f64::INFINITY, f64::INFINITY, f64::INFINITY));
+        let mf = mean_field(&relu, 1.0, 0.2, 1.0).unwrap();
+        assert_eq!(mf.c_star, 1.0);
+        assert!((mf.xi_grad + 1.0 / 0.5f64.ln()).abs() < 1e-12);
+        assert!((mf.xi_c - mf.xi_grad).abs() < 1e-12);
+        let mf = mean_field(&relu, 3.0, 0.0, 1.0).unwrap();
+        assert!(mf.q_star.is_infinite() && mf.xi_grad < 0.0 && mf.xi_c.is_infinite());
+    }
+
+    #[test]
+    fn degenerate_fixed_points_of_smooth_activations() {
+        let tanh = act("tanh");
+        assert_eq!(fixed_point(&tanh, 0.5, 0.0, 1.0).unwrap(), 0.0);
+        assert_eq!(fixed_point(&tanh, 1.0, 0.0, 1.0).unwrap(), 0.0);
+        assert_eq!(chi1(&tanh, 0.5, 0.0, 1.0).unwrap(), 0.5);
+        assert!((edge_of_chaos(&tanh, 0.0, 1.0).unwrap() - 1.0).abs() < 1e-9);
+        let mf = mean_field(&tanh, 0.5, 0.0, 1.0).unwrap();
+        assert_eq!((mf.q_star, mf.chi_1, mf.chi_q, mf.c_star), (0.0, 0.5, 0.5, 1.0));
+        assert!(mf.xi_c.is_infinite());
+        // elu grows linearly: sigma_w2 > 2 diverges, with chi_1 -> sigma_w2 / 2.
+        let elu = act("elu");
+        assert_eq!(fixed_point(&elu, 2.5, 0.0, 1.0).unwrap(), f64::INFINITY);
+        assert_eq!(chi1(&elu, 2.5, 0.0, 1.0).unwrap(), 1.25);
+        // gelu, sigma_b2 = 0, 2 < sigma_w2 < 4: 0 attracts small inputs, large ones diverge.
+        let gelu = act("gelu");
+        assert_eq!(fixed_point(&gelu, 3.0, 0.0, 0.01).unwrap(), 0.0);
+        assert_eq!(fixed_point(&gelu, 3.0, 0.0, 1e4).unwrap(), f64::INFINITY);
+        assert_eq!(chi1(&gelu, 3.0, 0.0, 0.01).unwrap(), 0.75);
+        // sigma_w2 = 0: q* = sigma_b2
+        assert_eq!(fixed_point(&tanh, 0.0, 0.3, 1.0).unwrap(), 0.3);
+    }
+
+    #[test]
+    fn length_map_starts_at_the_first_layer_and_converges() {
+        let stop = Stop::new();
+        for a in all() {
+            let (w, b) = (1.5, 0.1);
+            let q = fixed_point(&a, w, b, 1.0).unwrap();
+            let seq = length_map(&a, w, b, 2.0, 400, &stop).unwrap();
+            assert_eq!(seq.len(), 400);
+            assert_eq!(seq[0], w * 2.0 + b);
+            let step = sigma_step(&a, w, b, seq[0]);
+            assert!(close(seq[1], step, 1e-15));
+            if q.is_finite() {
+                assert!(close(seq[399], q, 1e-9), "{a:?}: {} vs {q}", seq[399]);
+            } else {
+                assert!(seq[399] > 1e10, "{a:?}");
+            }
+        }
+        assert!(length_map(&act("tanh"), 1.0, 0.0, 1.0, 0, &stop).unwrap().is_empty());
+        let diverging = length_map(&act("relu"), 4.0, 0.0, 1.0, 2000, &stop).unwrap();
+        assert_eq!(diverging[1999], f64::INFINITY);
+        assert_eq!(diverging[3], 16.0);
+        let cancelled = Stop::new();
+        cancelled.request();
+        assert!(matches!(length_map(&act("tanh"), 1.0, 0.0, 1.0, 10, &cancelled), Err(CoreError::Cancelled)));
+    }
+
+    fn sigma_step(a: &Activation, w: f64, b: f64, q: f64) -> f64 {
+        length_step(a, w, b, q)
+    }
+
+    #[test]
+    fn chi_q_is_the_slope_of_the_length_map() {
+        for a in all() {
+            let (w, b) = (1.3, 0.2);
+            let mf = mean_field(&a, w, b, 1.0).unwrap();
+            let q = mf.q_star;
+            let h = 1e-5 * q;
+            let fd = (length_step(&a, w, b, q + h) - length_step(&a, w, b, q - h)) / (2.0 * h);
+            assert!(close(mf.chi_q, fd, 1e-6), "{a:?}: {} vs {fd}", mf.chi_q);
+            assert!(close(length_step(&a, w, b, q), q, 1e-12), "{a:?}");
+        }
+    }
+
+    #[test]
+    fn edge_of_chaos_gives_chi1_one() {
+        for a in all() {
+            let w = edge_of_chaos(&a, 0.05, 1.0).unwrap();
+            let c = chi1(&a, w, 0.05, 1.0).unwrap();
+            assert!((c - 1.0).abs() < 1e-9, "{a:?}: sigma_w2 = {w}, chi_1 = {c}");
+        }
+    }
+
+    #[test]
+    fn chaotic_phase_correlation_fixed_point() {
+        let tanh = act("tanh");
+        // odd phi, no bias: c* = 0
+        let mf = mean_field(&tanh, 2.5, 0.0, 1.0).unwrap();
+        assert!(mf.c_star.abs() < 1e-12, "{}", mf.c_star);
+        assert!(mf.chi_c < 1.0);
+        for a in [tanh, act("selu"), act("elu"), act("sin"), act("relu")] {
+            let (w, b) = (if matches!(a, Activation::Relu) { 1.9 } else { 2.5 }, 0.05);
+            let mf = mean_field(&a, w, b, 1.0).unwrap();
+            if mf.chi_1 > 1.0 {
+                assert!(mf.c_star > 0.0 && mf.c_star < 1.0, "{a:?}: {}", mf.c_star);
+                let image = correlation_map(&a, w, b, mf.q_star, mf.c_star).unwrap();
+                assert!((image - mf.c_star).abs() < 1e-10, "{a:?}: {image} vs {}", mf.c_star);
+                assert!(mf.chi_c < 1.0 && mf.xi_c > 0.0, "{a:?}");
+                assert!(mf.xi_grad < 0.0);
+            } else {
+                assert_eq!(mf.c_star, 1.0);
+                assert_eq!(mf.chi_c, mf.chi_1);
+            }
+        }
+        // tanh, sigma_w2 = 2.5, sigma_b2 = 0.05 is chaotic (chi_1 = 1.13352)
+        let mf = mean_field(&tanh, 2.5, 0.05, 1.0).unwrap();
+        assert!(mf.c_star < 1.0);
+        // ordered phase: c* = 1, xi_c = xi_grad
+        let mf = mean_field(&tanh, 1.5, 0.05, 1.0).unwrap();
+        assert_eq!(mf.c_star, 1.0);
+        assert_eq!(mf.xi_c, mf.xi_grad);
+        assert!((mf.xi_grad + 1.0 / mf.chi_1.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn depth_scales_at_criticality_are_infinite() {
+        assert_eq!(depth_scale(1.0), f64::INFINITY);
+        assert_eq!(depth_scale(0.0), 0.0);
+        assert!(depth_scale(2.0) < 0.0);
+    }
+
+    #[test]
+    fn bad_inputs_are_rejected() {
+        let tanh = act("tanh");
+        assert!(fixed_point(&tanh, -1.0, 0.0, 1.0).is_err());
+        assert!(fixed_point(&tanh, 1.0, -0.1, 1.0).is_err());
+        assert!(fixed_point(&tanh, f64::NAN, 0.0, 1.0).is_err());
+        assert!(fixed_point(&tanh, f64::INFINITY, 0.0, 1.0).is_err());
+        assert!(fixed_point(&tanh, 1.0, 0.0, -1.0).is_err());
+        assert!(chi1(&tanh, 1.0, f64::NAN, 1.0).is_err());
+        assert!(edge_of_chaos(&tanh, -0.1, 1.0).is_err());
+        assert!(moment(&tanh, Moment::Phi2, -1.0).is_err());
+        assert!(moment2(&tanh, Moment2::PhiPhi, 1.0, 1.5).is_err());
+        assert!(correlation_map(&tanh, 1.0, 0.0, 0.0, 0.5).is_err());
+        let dead = Activation::LeakyRelu { negative_slope: 0.0 };
+        assert_eq!(edge_of_chaos(&dead, 0.0, 1.0).unwrap(), 2.0);
+    }
+}
