@@ -5,7 +5,7 @@
 //! Everything is returned as natural logs of norms, so nothing overflows however deep the network
 //! (see [`crate::scale`]); the Python layer composes them into the GSC (`gsc_core/analysis.py`).
 
-use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView2, Axis, Zip};
 use rayon::prelude::*;
 
 use crate::backward::{vjp, VjpOptions};
@@ -13,11 +13,11 @@ use crate::cancel::Stop;
 use crate::error::Result;
 use crate::float::Float;
 use crate::forward::{self, Trace};
-use crate::jacobian::{jacobian_log_sq_norms, require_per_sample};
+use crate::jacobian::{for_sample_tiles, require_per_sample, tile_row_log_sq_norms};
 use crate::jvp::jvp;
 use crate::loss::{self, Loss, Targets};
 use crate::network::{Network, Op};
-use crate::scale::{log_add_exp, log_sum_squares, Exponents};
+use crate::scale::{log_add_exp, log_sum_exp, log_sum_squares, Exponents};
 
 /// Per-unit statistics of every Activation layer's input `Z` (`B x d`), depth-first (SPEC §4).
 #[derive(Debug, Clone)]
@@ -131,19 +131,49 @@ pub fn profile<T: Float>(net: &Network<T>, x: ArrayView2<T>, loss: Loss, targets
 }
 
 /// `ln ||dp_j/dp_i||_F^2` per sample for every pair `i <= j`: shape `(N + 1, N + 1, B)` indexed
-/// `[i, j, b]`, NaN for `i > j`; plus the point log norms. Exact: one chunked, identity-seeded
-/// VJP sweep per end point `j`.
+/// `[i, j, b]`, NaN for `i > j`; plus the point log norms. Exact.
+///
+/// Tiles of samples run in parallel; each streams through the end points `j` with one
+/// identity-seeded VJP sweep per end point, keeping per-row norms. An end point produced by an
+/// Activation layer needs no sweep of its own: its Jacobian is `diag(phi') dp_{j-1}/dp_i`, so
+/// `||row_k||^2` is the previous end's times `phi'(z_k)^2` — the same numbers, half the work.
 pub fn jacobian_log_sq_norm_matrix<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Result<(Array3<f64>, Array2<f64>)> {
     let n = net.num_layers();
     require_per_sample(net, 0, n)?;
     let trace = forward::forward(net, x, stop)?;
-    let batch = trace.batch();
-    let mut out = Array3::from_elem((n + 1, n + 1, batch), f64::NAN);
-    for end in 0..=n {
-        let logs = jacobian_log_sq_norms(net, &trace, end, stop)?;
-        for i in 0..=end {
-            out.slice_mut(ndarray::s![i, end, ..]).assign(&logs.row(i));
+    let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
+    let tiles = for_sample_tiles(&trace, max_width, |rows| {
+        let nb = rows.len();
+        let mut out = Array3::from_elem((n + 1, n + 1, nb), f64::NAN);
+        let mut previous: Option<Array3<f64>> = None; // per-row logs of end j - 1
+        for end in 0..=n {
+            let per_row = match (net.top_level_activation(end), previous.take()) {
+                (Some(act), Some(prev)) if end > 0 => {
+                    let z = trace.point(net, end - 1).slice_move(s![rows.clone(), ..]);
+                    let mut per_row = Array3::from_elem((end + 1, nb, z.ncols()), 0.0);
+                    per_row.slice_mut(s![..end, .., ..]).assign(&prev);
+                    let mut slope = vec![T::zero(); z.ncols()];
+                    for b in 0..nb {
+                        let zrow = z.row(b).to_vec();
+                        act.derivative_slice(&zrow, &mut slope);
+                        for (kk, d) in slope.iter().enumerate() {
+                            let log_d2 = 2.0 * d.as_f64().abs().ln();
+                            per_row.slice_mut(s![..end, b, kk]).mapv_inplace(|v| v + log_d2);
+                        }
+                    }
+                    per_row // the row `end` stays 0 = ln ||e_k||^2
+                }
+                _ => tile_row_log_sq_norms(net, &trace, rows.clone(), end, stop)?,
+            };
+            let logs = per_row.map_axis(Axis(2), |r| log_sum_exp(r.iter().copied()));
+            out.slice_mut(s![..=end, end, ..]).assign(&logs);
+            previous = Some(per_row);
         }
+        Ok(out)
+    })?;
+    let mut out = Array3::from_elem((n + 1, n + 1, trace.batch()), f64::NAN);
+    for (rows, part) in tiles {
+        out.slice_mut(s![.., .., rows]).assign(&part);
     }
     Ok((out, point_log_norms(net, &trace)))
 }

@@ -1,7 +1,9 @@
 //! Vector-Jacobian products: cotangents flow from a point back to the input, through every
 //! node of the compiled program in reverse (SPEC §2).
 
-use ndarray::{Array1, Array2, Array3, ArrayView2};
+use std::ops::Range;
+
+use ndarray::{s, Array1, Array2, Array3, ArrayView2};
 
 use crate::cancel::Stop;
 use crate::error::{CoreError, Result};
@@ -76,9 +78,31 @@ pub fn vjp<T: Float>(
     sink: &mut Sink<'_, T>,
     stop: &Stop,
 ) -> Result<Option<ParamGrads<T>>> {
-    let batch = trace.batch();
+    vjp_rows(net, trace, 0..trace.batch(), seed, k, point, lowest, opts, sink, stop)
+}
+
+/// [`vjp`] for the samples `rows` of the trace only (a tile: samples are independent unless a
+/// BatchNorm couples them, which then needs all rows). Parameter gradients are summed over `rows`.
+#[allow(clippy::too_many_arguments)]
+pub fn vjp_rows<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    rows: Range<usize>,
+    seed: Array2<T>,
+    k: usize,
+    point: usize,
+    lowest: usize,
+    opts: VjpOptions,
+    sink: &mut Sink<'_, T>,
+    stop: &Stop,
+) -> Result<Option<ParamGrads<T>>> {
+    let batch = rows.len();
     debug_assert_eq!(seed.nrows(), batch * k);
     debug_assert!(lowest <= point);
+    if net.has_batchnorm() && rows != (0..trace.batch()) {
+        return Err(CoreError::Internal("a BatchNorm network needs all samples in one VJP".into()));
+    }
+    let value = |slot: Slot| trace.values[slot].slice(s![rows.clone(), ..]);
     let mut exps = Exponents::new(batch, net.has_batchnorm());
     let mut grads: Vec<Option<Array2<T>>> = vec![None; net.num_slots()];
     let mut seed = seed;
@@ -99,7 +123,7 @@ pub fn vjp<T: Float>(
             let g = grads[node.output]
                 .take()
                 .ok_or_else(|| CoreError::Internal(format!("no cotangent reached {}", node.label)))?;
-            let input = trace.values[node.input].view();
+            let input = value(node.input);
             let stats = || trace.stats[n].as_ref().ok_or_else(|| CoreError::Internal("missing statistics".into()));
             match node.op {
                 Op::Dense(i) => {
@@ -118,11 +142,11 @@ pub fn vjp<T: Float>(
                     accumulate(&mut grads, node.input, T::one(), gi.view());
                 }
                 Op::LayerNorm(i) => {
-                    let gi = kernels::layernorm_tangent(input, stats()?, &net.norms[i], k, g.view(), Direction::Vjp);
+                    let gi = kernels::layernorm_tangent(input, stats()?.rows(rows.clone()), &net.norms[i], k, g.view(), Direction::Vjp);
                     accumulate(&mut grads, node.input, T::one(), gi.view());
                 }
                 Op::BatchNorm(i) => {
-                    let gi = kernels::batchnorm_tangent(input, stats()?, &net.norms[i], k, g.view());
+                    let gi = kernels::batchnorm_tangent(input, stats()?.view(), &net.norms[i], k, g.view());
                     accumulate(&mut grads, node.input, T::one(), gi.view());
                 }
                 Op::Add { shortcut, alpha } => {

@@ -1,8 +1,11 @@
 //! Per-sample Jacobians between points and their Frobenius norms (SPEC §2).
 
-use ndarray::{Array2, Array3, ArrayView2};
+use std::ops::Range;
 
-use crate::backward::{vjp, VjpOptions};
+use ndarray::{s, Array2, Array3, ArrayView2, Axis};
+use rayon::prelude::*;
+
+use crate::backward::{vjp, vjp_rows, VjpOptions};
 use crate::cancel::Stop;
 use crate::error::{CoreError, Result};
 use crate::float::Float;
@@ -10,10 +13,7 @@ use crate::forward::{forward, Trace};
 use crate::invalid;
 use crate::jvp::jvp;
 use crate::network::Network;
-use crate::scale::{log_add_exp, log_sq_norms};
-
-/// At most this many elements in one `(B, K, d)` cotangent block: large `K` is split into chunks.
-const BLOCK_ELEMENTS: usize = 1 << 22;
+use crate::scale::{log_sum_exp, log_sum_squares, log_sum_squares_slice};
 
 /// `K` identity vectors per sample: row `b*K + t` is the unit vector `e_{first + t}` of width `d`.
 pub fn identity_block<T: Float>(batch: usize, first: usize, k: usize, d: usize) -> Array2<T> {
@@ -79,26 +79,75 @@ pub fn jacobian_from_trace<T: Float>(net: &Network<T>, trace: &Trace<T>, start: 
     }
 }
 
-/// Per-sample `ln ||dp_end/dp_i||_F^2` for every point `i <= end`, shape `(end + 1, B)`, by
-/// identity-seeded, rescaled VJPs in chunks of `K` so that no `(B, K, d)` block exceeds
-/// [`BLOCK_ELEMENTS`]. Finite for any depth (no overflow); `-inf` only for an exactly zero
-/// Jacobian. Each sample's squares are summed in one fixed order.
-pub fn jacobian_log_sq_norms<T: Float>(net: &Network<T>, trace: &Trace<T>, end: usize, stop: &Stop) -> Result<Array2<f64>> {
-    require_per_sample(net, 0, end)?;
-    let batch = trace.batch();
+/// Elements of one tile's `(samples * K, width)` block: sized to stay in a core's L2 cache.
+const TILE_ELEMENTS: usize = 1 << 16;
+
+/// How a per-sample Jacobian sweep is split: `K` identity vectors per chunk, samples per tile.
+/// Depends only on the shapes, never on the thread count.
+fn tiling(batch: usize, d_end: usize, max_width: usize) -> (usize, usize) {
+    let k = (TILE_ELEMENTS / max_width.max(1)).clamp(1, d_end.max(1));
+    let samples = (TILE_ELEMENTS / (k * max_width.max(1))).clamp(1, batch.max(1));
+    (k, samples)
+}
+
+/// `ln ||row_k(dp_end/dp_i)_b||^2` for every point `i <= end`, every sample `b` of `rows`, every
+/// `k < d_end`: shape `(end + 1, rows.len(), d_end)`. Identity-seeded, rescaled VJPs over the
+/// tile's samples, `K` rows at a time; finite at any depth (`-inf` only for exactly zero rows).
+pub fn tile_row_log_sq_norms<T: Float>(net: &Network<T>, trace: &Trace<T>, rows: Range<usize>, end: usize, stop: &Stop) -> Result<Array3<f64>> {
+    let batch = rows.len();
     let d_end = trace.point(net, end).ncols();
     let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
-    let chunk = (BLOCK_ELEMENTS / (batch * max_width).max(1)).clamp(1, d_end);
-    let mut acc = Array2::<f64>::from_elem((end + 1, batch), f64::NEG_INFINITY);
+    let (chunk, _) = tiling(batch, d_end, max_width);
+    let mut out = Array3::<f64>::from_elem((end + 1, batch, d_end), f64::NEG_INFINITY);
     let opts = VjpOptions { params: false, rescale: true };
+    let ln2 = std::f64::consts::LN_2;
     for first in (0..d_end).step_by(chunk) {
         let k = chunk.min(d_end - first);
         let seed = identity_block(batch, first, k, d_end);
-        vjp(net, trace, seed, k, end, 0, opts, &mut |i, g, exps| {
-            let logs = log_sq_norms(g, k, exps);
-            acc.row_mut(i).iter_mut().zip(logs).for_each(|(a, l)| *a = log_add_exp(*a, l));
+        vjp_rows(net, trace, rows.clone(), seed, k, end, 0, opts, &mut |i, g, exps| {
+            for b in 0..batch {
+                let shift = 2.0 * exps.per_sample[b] as f64 * ln2;
+                for t in 0..k {
+                    let row = g.row(b * k + t);
+                    let log = match row.as_slice() {
+                        Some(s) => log_sum_squares_slice(s),
+                        None => log_sum_squares(row.iter().copied()),
+                    };
+                    out[[i, b, first + t]] = log + shift;
+                }
+            }
             Ok(())
         }, stop)?;
+    }
+    Ok(out)
+}
+
+/// Splits the batch into fixed tiles and runs `f(rows)` on each in parallel, results in order.
+pub fn for_sample_tiles<T: Float, R: Send>(
+    trace: &Trace<T>,
+    d_end: usize,
+    f: impl Fn(Range<usize>) -> Result<R> + Sync,
+) -> Result<Vec<(Range<usize>, R)>> {
+    let batch = trace.batch();
+    let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
+    let (_, samples) = tiling(batch, d_end, max_width);
+    let tiles: Vec<Range<usize>> = (0..batch).step_by(samples).map(|b| b..(b + samples).min(batch)).collect();
+    tiles.into_par_iter().map(|r| f(r.clone()).map(|v| (r, v))).collect()
+}
+
+/// Per-sample `ln ||dp_end/dp_i||_F^2` for every point `i <= end`, shape `(end + 1, B)`: tiles of
+/// samples in parallel, each streaming its identity-seeded VJPs through the network in L2-sized
+/// blocks. Finite for any depth (no overflow); `-inf` only for an exactly zero Jacobian.
+pub fn jacobian_log_sq_norms<T: Float>(net: &Network<T>, trace: &Trace<T>, end: usize, stop: &Stop) -> Result<Array2<f64>> {
+    require_per_sample(net, 0, end)?;
+    let d_end = trace.point(net, end).ncols();
+    let tiles = for_sample_tiles(trace, d_end, |rows| {
+        let per_row = tile_row_log_sq_norms(net, trace, rows, end, stop)?;
+        Ok(per_row.map_axis(Axis(2), |r| log_sum_exp(r.iter().copied())))
+    })?;
+    let mut acc = Array2::<f64>::zeros((end + 1, trace.batch()));
+    for (rows, logs) in tiles {
+        acc.slice_mut(s![.., rows]).assign(&logs);
     }
     Ok(acc)
 }

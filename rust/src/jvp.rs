@@ -55,8 +55,8 @@ pub fn jvp<T: Float>(
         let mut out = match node.op {
             Op::Dense(i) => kernels::matmul_rows(t, net.dense[i].weight.t()),
             Op::Activation(a) => kernels::activation_tangent(a, input, k, t),
-            Op::LayerNorm(i) => kernels::layernorm_tangent(input, stats()?, &net.norms[i], k, t, Direction::Jvp),
-            Op::BatchNorm(i) => kernels::batchnorm_tangent(input, stats()?, &net.norms[i], k, t),
+            Op::LayerNorm(i) => kernels::layernorm_tangent(input, stats()?.view(), &net.norms[i], k, t, Direction::Jvp),
+            Op::BatchNorm(i) => kernels::batchnorm_tangent(input, stats()?.view(), &net.norms[i], k, t),
             Op::Add { shortcut, alpha } => {
                 let ts = tangents[shortcut].as_ref().ok_or_else(missing)?.view();
                 kernels::add_scaled(ts, alpha, t)

@@ -22,6 +22,23 @@ pub struct NormStats<T> {
     pub rstd: Array1<T>,
 }
 
+/// Borrowed [`NormStats`], possibly of a range of samples only (LayerNorm on a sample tile).
+#[derive(Debug, Clone, Copy)]
+pub struct NormStatsView<'a, T> {
+    pub mean: ArrayView1<'a, T>,
+    pub rstd: ArrayView1<'a, T>,
+}
+
+impl<T: Float> NormStats<T> {
+    pub fn view(&self) -> NormStatsView<'_, T> {
+        NormStatsView { mean: self.mean.view(), rstd: self.rstd.view() }
+    }
+    /// The statistics of samples `rows` (for per-sample statistics).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> NormStatsView<'_, T> {
+        NormStatsView { mean: self.mean.slice(s![rows.clone()]), rstd: self.rstd.slice(s![rows]) }
+    }
+}
+
 // ---------------------------------------------------------------- Dense
 
 /// `y = x @ W.T + b`.
@@ -186,7 +203,7 @@ pub enum Direction {
 /// `P = rstd (I - 1 1^T / d - xhat xhat^T / d)`; the VJP applies `P diag(w)`, the JVP `diag(w) P`.
 pub fn layernorm_tangent<T: Float>(
     x: ArrayView2<T>,
-    stats: &NormStats<T>,
+    stats: NormStatsView<'_, T>,
     p: &NormParams<T>,
     k: usize,
     block: ArrayView2<T>,
@@ -256,7 +273,7 @@ pub fn batchnorm_forward<T: Float>(x: ArrayView2<T>, p: &NormParams<T>) -> (Arra
 /// same map. Each of the `K` vectors per sample is one batch-wide vector.
 pub fn batchnorm_tangent<T: Float>(
     x: ArrayView2<T>,
-    stats: &NormStats<T>,
+    stats: NormStatsView<'_, T>,
     p: &NormParams<T>,
     k: usize,
     block: ArrayView2<T>,

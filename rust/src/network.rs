@@ -289,6 +289,17 @@ impl<T: Float> Network<T> {
         (0..=n).map(|i| per_layer[i..].iter().sum()).collect()
     }
 
+    /// The activation if top-level layer `l` (1-based) is an Activation layer (a diagonal Jacobian).
+    pub fn top_level_activation(&self, l: usize) -> Option<Activation> {
+        if l == 0 {
+            return None;
+        }
+        match self.nodes[self.nodes_of_layers(l, l)] {
+            [Node { op: Op::Activation(a), .. }] => Some(a),
+            _ => None,
+        }
+    }
+
     /// For every slot, the point it holds, if any.
     pub fn slot_points(&self) -> Vec<Option<usize>> {
         let mut of = vec![None; self.num_slots()];

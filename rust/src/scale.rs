@@ -41,8 +41,12 @@ impl Exponents {
         let lim = limit::<T>();
         let needs = |m: T| m.is_finite() && m > T::zero() && (m.as_f64().log2().abs() > lim as f64);
         let shift = |m: T| -> i32 { m.as_f64().log2().floor() as i32 };
+        let max_abs = |rows: ndarray::ArrayView2<T>| match rows.as_slice() {
+            Some(s) => max_abs_slice(s),
+            None => rows.iter().fold(T::zero(), |a, &v| a.max(v.abs())),
+        };
         if self.shared {
-            let m = block.iter().fold(T::zero(), |a, &v| a.max(v.abs()));
+            let m = max_abs(block.view());
             if needs(m) {
                 let e = shift(m);
                 let factor = T::from_f64((-e as f64).exp2());
@@ -56,7 +60,7 @@ impl Exponents {
             .into_par_iter()
             .zip(self.per_sample.par_iter_mut())
             .for_each(|(mut rows, exp)| {
-                let m = rows.iter().fold(T::zero(), |a, &v| a.max(v.abs()));
+                let m = max_abs(rows.view());
                 if needs(m) {
                     let e = shift(m);
                     let factor = T::from_f64((-e as f64).exp2());
@@ -67,6 +71,25 @@ impl Exponents {
     }
 }
 
+/// The largest magnitude in `values` (a NaN is skipped: it stays NaN whatever the scale), with
+/// eight interleaved maxima so that it vectorises.
+#[inline]
+fn max_abs_slice<T: Float>(values: &[T]) -> T {
+    let mut acc = [T::zero(); 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            let v = v.abs();
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a = a.max(v.abs());
+    }
+    acc.iter().fold(T::zero(), |a, &v| a.max(v))
+}
+
 /// `ln(sum of squares)` of each sample's `K` rows, plus the sample's exponent: the log of the
 /// true squared norm. `-inf` for an all-zero sample.
 pub fn log_sq_norms<T: Float>(block: ndarray::ArrayView2<T>, k: usize, exps: &Exponents) -> Vec<f64> {
@@ -74,8 +97,54 @@ pub fn log_sq_norms<T: Float>(block: ndarray::ArrayView2<T>, k: usize, exps: &Ex
         .axis_chunks_iter(Axis(0), k)
         .into_par_iter()
         .zip(exps.per_sample.par_iter())
-        .map(|(rows, &e)| log_sum_squares(rows.iter().copied()) + 2.0 * e as f64 * std::f64::consts::LN_2)
+        .map(|(rows, &e)| {
+            let log = match rows.as_slice() {
+                Some(s) => log_sum_squares_slice(s),
+                None => log_sum_squares(rows.iter().copied()),
+            };
+            log + 2.0 * e as f64 * std::f64::consts::LN_2
+        })
         .collect()
+}
+
+/// `ln(sum exp(x))` of finite or infinite logs, in one fixed order (`-inf` for none).
+pub fn log_sum_exp(logs: impl Iterator<Item = f64> + Clone) -> f64 {
+    let m = logs.clone().fold(f64::NEG_INFINITY, f64::max);
+    if !m.is_finite() {
+        return m;
+    }
+    m + logs.map(|l| (l - m).exp()).sum::<f64>().ln()
+}
+
+/// `sum v^2` in float64 with eight interleaved accumulators (a fixed order that vectorises).
+#[inline]
+pub fn sum_squares<T: Float>(values: &[T]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            let v = v.as_f64();
+            *a += v * v;
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        let v = v.as_f64();
+        *a += v * v;
+    }
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// `ln(sum v^2)` of a contiguous slice: one fast pass, falling back to the scaled two-pass form
+/// only when the plain sum left float64's normal range.
+#[inline]
+pub fn log_sum_squares_slice<T: Float>(values: &[T]) -> f64 {
+    let s = sum_squares(values);
+    if s.is_normal() {
+        s.ln()
+    } else {
+        log_sum_squares(values.iter().copied())
+    }
 }
 
 /// `ln(sum v^2)` without overflow or underflow, in one fixed order.
