@@ -210,7 +210,7 @@ class _Noise:
 
 def _norm_stats(x: np.ndarray, axis: int, eps: float, nz=_exact):
     mean = x.mean(axis=axis, keepdims=True)
-    centred = nz(x - mean, np.abs(x) + np.abs(mean))
+    centred = nz(x - mean, (np.abs(x) + np.abs(mean)) * (x.shape[axis] > 1))  # exact for one element
     var = nz((centred * centred).mean(axis=axis, keepdims=True))  # population variance
     std = np.sqrt(var + eps)
     return nz(centred / std), std
@@ -222,6 +222,7 @@ def _norm_backward(gh: np.ndarray, xhat: np.ndarray, std: np.ndarray, axis: int,
     m1 = gh.mean(axis=axis, keepdims=True)
     m2 = (gh * xhat).mean(axis=axis, keepdims=True)
     mag = np.abs(gh) + np.abs(gh).mean(axis=axis, keepdims=True) + np.abs(xhat) * np.abs(gh * xhat).mean(axis=axis, keepdims=True)
+    mag = mag * (gh.shape[axis] > 1)  # over one element the result is an exact zero
     return nz(gh - m1 - xhat * m2, mag) / std
 
 
@@ -319,15 +320,25 @@ def losses_and_output_grad(output: np.ndarray, y: Any = None, loss: str = "mse")
         diff = o - target
         return 0.5 * (diff * diff).sum(axis=1), diff
     if loss == "cross_entropy":
+        # l = logsumexp(o) - o[y] = (m - o[y]) + log1p(r), m = max o at column a, r = sum over k != a of
+        # exp(o_k - m): a sum of two non-negative terms, so small losses keep their relative accuracy
+        # (forming m + log(s) first and then subtracting o[y] would not). The gradient is softmax - onehot
+        # with its y entry formed as -(sum of the other probabilities), for the same reason.
         cls = np.asarray(y).astype(np.int64)
-        m = o.max(axis=1, keepdims=True)
-        e = np.exp(o - m)
-        s = e.sum(axis=1, keepdims=True)
-        lse = (m + np.log(s))[:, 0]
         rows = np.arange(o.shape[0])
-        grad = e / s
-        grad[rows, cls] -= 1.0
-        return lse - o[rows, cls], grad
+        a = o.argmax(axis=1)
+        m = o[rows, a]
+        e = np.exp(o - m[:, None])
+        e[rows, a] = 0.0
+        r = e.sum(axis=1)
+        losses = (m - o[rows, cls]) + np.log1p(r)
+        e[rows, a] = 1.0
+        p = e / (1.0 + r)[:, None]
+        grad = p.copy()
+        others = p.copy()
+        others[rows, cls] = 0.0
+        grad[rows, cls] = -others.sum(axis=1)
+        return losses, grad
     raise ValueError(f"unknown loss {loss!r}")
 
 

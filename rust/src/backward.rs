@@ -38,10 +38,17 @@ pub struct VjpOptions {
 /// `block * 2^exponents[b]` for the rows of sample `b`.
 pub type Sink<'a, T> = dyn FnMut(usize, ArrayView2<T>, &Exponents) -> Result<()> + 'a;
 
-fn accumulate<T: Float>(grads: &mut [Option<Array2<T>>], slot: Slot, alpha: T, g: ArrayView2<T>) {
+/// Adds `alpha * g` to the cotangent of `slot` (a slot read by several nodes, e.g. a residual
+/// block's input, collects one contribution from each), taking `g` over when it is the first.
+fn accumulate<T: Float>(grads: &mut [Option<Array2<T>>], slot: Slot, alpha: T, mut g: Array2<T>) {
     match &mut grads[slot] {
-        Some(acc) => kernels::add_assign_scaled(acc, alpha, g),
-        empty @ None => *empty = Some(if alpha == T::one() { g.to_owned() } else { g.mapv(|v| v * alpha) }),
+        Some(acc) => kernels::add_assign_scaled(acc, alpha, g.view()),
+        empty @ None => {
+            if alpha != T::one() {
+                g.par_mapv_inplace(|v| v * alpha);
+            }
+            *empty = Some(g);
+        }
     }
 }
 
@@ -135,23 +142,23 @@ pub fn vjp_rows<T: Float>(
                         pg.exponents[i] = e;
                     }
                     let gi = kernels::matmul_rows(g.view(), p.weight.view());
-                    accumulate(&mut grads, node.input, T::one(), gi.view());
+                    accumulate(&mut grads, node.input, T::one(), gi);
                 }
                 Op::Activation(a) => {
                     let gi = kernels::activation_tangent(a, input, k, g.view());
-                    accumulate(&mut grads, node.input, T::one(), gi.view());
+                    accumulate(&mut grads, node.input, T::one(), gi);
                 }
                 Op::LayerNorm(i) => {
                     let gi = kernels::layernorm_tangent(input, stats()?.rows(rows.clone()), &net.norms[i], k, g.view(), Direction::Vjp);
-                    accumulate(&mut grads, node.input, T::one(), gi.view());
+                    accumulate(&mut grads, node.input, T::one(), gi);
                 }
                 Op::BatchNorm(i) => {
                     let gi = kernels::batchnorm_tangent(input, stats()?.view(), &net.norms[i], k, g.view());
-                    accumulate(&mut grads, node.input, T::one(), gi.view());
+                    accumulate(&mut grads, node.input, T::one(), gi);
                 }
                 Op::Add { shortcut, alpha } => {
-                    accumulate(&mut grads, node.input, alpha, g.view());
-                    accumulate(&mut grads, shortcut, T::one(), g.view());
+                    accumulate(&mut grads, shortcut, T::one(), g.clone());
+                    accumulate(&mut grads, node.input, alpha, g);
                 }
             }
         }

@@ -64,12 +64,18 @@ pub fn loss_and_output_grad<T: Float>(out: ArrayView2<T>, loss: Loss, targets: T
             let mut grad = Array2::zeros((batch, d));
             let mut losses = Array1::zeros(batch);
             Zip::from(grad.rows_mut()).and(&mut losses).and(out.rows()).and(&y).for_each(|mut g, l, o, &c| {
-                let max = o.fold(T::neg_infinity(), |m, &v| m.max(v));
-                Zip::from(&mut g).and(o).for_each(|g, &v| *g = (v - max).exp());
-                let sum = g.sum();
-                g /= sum;
-                g[c as usize] -= T::one();
-                *l = max + sum.ln() - o[c as usize];
+                let c = c as usize;
+                // With m = max o = o_a: sum_k e^{o_k - m} = 1 + S, S = sum_{k != a} e^{o_k - m}, so
+                // l = (m - o_c) + log1p(S) keeps its relative accuracy for confident samples.
+                let (a, m) = o.indexed_iter().fold((0, T::neg_infinity()), |(ai, m), (i, &v)| if v > m { (i, v) } else { (ai, m) });
+                Zip::from(&mut g).and(o).for_each(|g, &v| *g = (v - m).exp());
+                let others = g.iter().enumerate().filter(|&(i, _)| i != a).fold(T::zero(), |acc, (_, &e)| acc + e);
+                let total = T::one() + others;
+                g.mapv_inplace(|e| e / total);
+                *l = (m - o[c]) + others.ln_1p();
+                // p_c - 1 = -sum_{k != c} p_k, without cancellation when p_c is close to 1.
+                let rest = g.iter().enumerate().filter(|&(i, _)| i != c).fold(T::zero(), |acc, (_, &p)| acc + p);
+                g[c] = -rest;
             });
             Ok((losses, grad))
         }
