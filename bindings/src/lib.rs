@@ -11,8 +11,8 @@ use std::sync::mpsc::{channel, RecvTimeoutError};
 use std::time::Duration;
 
 use gsc_core::{
-    analysis, backward, forward, jacobian, jvp, loss, parallel, Activation, CoreError, DenseParams, Float,
-    Layer, Network, NormParams, Stop,
+    analysis, backward, forward, jacobian, jvp, loss, parallel, Activation, CoreError, DenseParams,
+    Float, Layer, Network, NormParams, Stop,
 };
 use ndarray::{Array1, Array2};
 use numpy::{Element, IntoPyArray, PyReadonlyArray1, PyReadonlyArray2};
@@ -25,7 +25,9 @@ pub(crate) fn to_py_err(e: CoreError) -> PyErr {
     match e {
         CoreError::Invalid(msg) => PyValueError::new_err(msg),
         CoreError::Cancelled => PyKeyboardInterrupt::new_err("interrupted"),
-        CoreError::Internal(msg) => PyRuntimeError::new_err(format!("internal error in gsc_core (please report it): {msg}")),
+        CoreError::Internal(msg) => PyRuntimeError::new_err(format!(
+            "internal error in gsc_core (please report it): {msg}"
+        )),
     }
 }
 
@@ -42,7 +44,10 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 /// Runs `f` on a worker thread inside the gsc_core pool with the GIL released, checking for
 /// Ctrl-C every 20 ms: on a signal, asks `f` to stop, waits for it, and raises the signal's
 /// exception (`KeyboardInterrupt`). Panics become `RuntimeError`.
-pub(crate) fn run<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> gsc_core::Result<R> + Send) -> PyResult<R> {
+pub(crate) fn run<R: Send>(
+    py: Python<'_>,
+    f: impl FnOnce(&Stop) -> gsc_core::Result<R> + Send,
+) -> PyResult<R> {
     let stop = Stop::new();
     std::thread::scope(|scope| {
         let (tx, rx) = channel();
@@ -58,7 +63,9 @@ pub(crate) fn run<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> gsc_core::Re
             match got {
                 Ok(Ok(Ok(result))) => return result.map_err(to_py_err),
                 Ok(Ok(Err(pool_error))) => return Err(to_py_err(pool_error)),
-                Ok(Err(payload)) => return Err(to_py_err(CoreError::Internal(panic_message(payload)))),
+                Ok(Err(payload)) => {
+                    return Err(to_py_err(CoreError::Internal(panic_message(payload))))
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     if let Err(signal) = py.check_signals() {
                         stop.request();
@@ -69,7 +76,9 @@ pub(crate) fn run<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> gsc_core::Re
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(to_py_err(CoreError::Internal("the worker thread ended without a result".into())))
+                    return Err(to_py_err(CoreError::Internal(
+                        "the worker thread ended without a result".into(),
+                    )))
                 }
             }
         }
@@ -78,22 +87,31 @@ pub(crate) fn run<R: Send>(py: Python<'_>, f: impl FnOnce(&Stop) -> gsc_core::Re
 
 // ------------------------------------------------------------------ arrays
 
-fn array2<'py, T: Float + Element>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<PyReadonlyArray2<'py, T>> {
+fn array2<'py, T: Float + Element>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<PyReadonlyArray2<'py, T>> {
     obj.extract::<PyReadonlyArray2<'py, T>>()
         .map_err(|_| PyTypeError::new_err(format!("{name} must be a 2-D {} NumPy array", T::NAME)))
 }
 
-fn array1<'py, T: Float + Element>(obj: &Bound<'py, PyAny>, name: &str) -> PyResult<Option<Array1<T>>> {
+fn array1<'py, T: Float + Element>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<Option<Array1<T>>> {
     if obj.is_none() {
         return Ok(None);
     }
-    let a = obj
-        .extract::<PyReadonlyArray1<'py, T>>()
-        .map_err(|_| PyTypeError::new_err(format!("{name} must be a 1-D {} NumPy array", T::NAME)))?;
+    let a = obj.extract::<PyReadonlyArray1<'py, T>>().map_err(|_| {
+        PyTypeError::new_err(format!("{name} must be a 1-D {} NumPy array", T::NAME))
+    })?;
     Ok(Some(a.as_array().to_owned()))
 }
 
-fn list_of_arrays<'py, T: Float + Element, I>(py: Python<'py>, items: I) -> PyResult<Bound<'py, PyList>>
+fn list_of_arrays<'py, T: Float + Element, I>(
+    py: Python<'py>,
+    items: I,
+) -> PyResult<Bound<'py, PyList>>
 where
     I: IntoIterator<Item = Option<ndarray::ArrayD<T>>>,
 {
@@ -110,14 +128,18 @@ where
 // ------------------------------------------------------------------ layer specs
 
 fn parse_dense<T: Float + Element>(spec: &Bound<'_, PyTuple>) -> PyResult<DenseParams<T>> {
-    let weight = array2::<T>(&spec.get_item(1)?, "Dense weight")?.as_array().to_owned();
+    let weight = array2::<T>(&spec.get_item(1)?, "Dense weight")?
+        .as_array()
+        .to_owned();
     let bias = array1::<T>(&spec.get_item(2)?, "Dense bias")?;
     Ok(DenseParams { weight, bias })
 }
 
 /// A layer from its spec tuple (built by `gsc_core.network._native_layer`).
 fn parse_layer<T: Float + Element>(obj: &Bound<'_, PyAny>) -> PyResult<Layer<T>> {
-    let spec = obj.cast::<PyTuple>().map_err(|_| PyTypeError::new_err("layer spec must be a tuple"))?;
+    let spec = obj
+        .cast::<PyTuple>()
+        .map_err(|_| PyTypeError::new_err("layer spec must be a tuple"))?;
     let kind: String = spec.get_item(0)?.extract()?;
     Ok(match kind.as_str() {
         "dense" => Layer::Dense(parse_dense(spec)?),
@@ -139,17 +161,31 @@ fn parse_layer<T: Float + Element>(obj: &Bound<'_, PyAny>) -> PyResult<Layer<T>>
             }
         }
         "residual" => {
-            let body = spec.get_item(1)?.try_iter()?.map(|l| parse_layer::<T>(&l?)).collect::<PyResult<Vec<_>>>()?;
+            let body = spec
+                .get_item(1)?
+                .try_iter()?
+                .map(|l| parse_layer::<T>(&l?))
+                .collect::<PyResult<Vec<_>>>()?;
             let alpha = T::from_f64(spec.get_item(2)?.extract::<f64>()?);
             let shortcut = spec.get_item(3)?;
             let shortcut = if shortcut.is_none() {
                 None
             } else {
-                Some(parse_dense::<T>(shortcut.cast::<PyTuple>().map_err(|_| PyTypeError::new_err("shortcut spec must be a tuple"))?)?)
+                Some(parse_dense::<T>(shortcut.cast::<PyTuple>().map_err(
+                    |_| PyTypeError::new_err("shortcut spec must be a tuple"),
+                )?)?)
             };
-            Layer::Residual { body, alpha, shortcut }
+            Layer::Residual {
+                body,
+                alpha,
+                shortcut,
+            }
         }
-        other => return Err(PyValueError::new_err(format!("unknown layer kind '{other}'"))),
+        other => {
+            return Err(PyValueError::new_err(format!(
+                "unknown layer kind '{other}'"
+            )))
+        }
     })
 }
 
@@ -177,11 +213,18 @@ struct PyNetwork {
 }
 
 fn build<T: Float + Element>(layers: &Bound<'_, PyAny>) -> PyResult<Network<T>> {
-    let layers = layers.try_iter()?.map(|l| parse_layer::<T>(&l?)).collect::<PyResult<Vec<_>>>()?;
+    let layers = layers
+        .try_iter()?
+        .map(|l| parse_layer::<T>(&l?))
+        .collect::<PyResult<Vec<_>>>()?;
     Network::new(layers).map_err(to_py_err)
 }
 
-fn forward_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+fn forward_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let x = array2::<T>(x, "x")?;
     let xv = x.as_array();
     let trace = run(py, |stop| forward::forward(net, xv, stop))?;
@@ -189,15 +232,31 @@ fn forward_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &
     let mut values: Vec<Option<Array2<T>>> = trace.values.into_iter().map(Some).collect();
     let mut get = |slot: usize| -> Py<PyAny> {
         arrays[slot]
-            .get_or_insert_with(|| values[slot].take().expect("each slot converted once").into_pyarray(py).into_any().unbind())
+            .get_or_insert_with(|| {
+                values[slot]
+                    .take()
+                    .expect("each slot converted once")
+                    .into_pyarray(py)
+                    .into_any()
+                    .unbind()
+            })
             .clone_ref(py)
     };
     let points: Vec<Py<PyAny>> = net.point_slots.iter().map(|&s| get(s)).collect();
     let pre: Vec<Py<PyAny>> = net.pre_activation_slots.iter().map(|&s| get(s)).collect();
-    PyTuple::new(py, [PyList::new(py, points)?.into_any(), PyList::new(py, pre)?.into_any()])
+    PyTuple::new(
+        py,
+        [
+            PyList::new(py, points)?.into_any(),
+            PyList::new(py, pre)?.into_any(),
+        ],
+    )
 }
 
-fn params_to_py<'py, T: Float + Element>(py: Python<'py>, p: backward::ParamGrads<T>) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+fn params_to_py<'py, T: Float + Element>(
+    py: Python<'py>,
+    p: backward::ParamGrads<T>,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
     let weights = list_of_arrays(py, p.weights.into_iter().map(|w| Some(w.into_dyn())))?;
     let biases = list_of_arrays(py, p.biases.into_iter().map(|b| b.map(|b| b.into_dyn())))?;
     Ok((weights, biases))
@@ -213,11 +272,19 @@ fn loss_and_grad_impl<'py, T: Float + Element>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let kind = loss::Loss::from_name(loss_name).map_err(to_py_err)?;
     let x = array2::<T>(x, "x")?;
-    let values = if values.is_none() { None } else { Some(array2::<T>(values, "y")?) };
+    let values = if values.is_none() {
+        None
+    } else {
+        Some(array2::<T>(values, "y")?)
+    };
     let classes = if classes.is_none() {
         None
     } else {
-        Some(classes.extract::<PyReadonlyArray1<'py, i64>>().map_err(|_| PyTypeError::new_err("y must be a 1-D int64 array"))?)
+        Some(
+            classes
+                .extract::<PyReadonlyArray1<'py, i64>>()
+                .map_err(|_| PyTypeError::new_err("y must be a 1-D int64 array"))?,
+        )
     };
     let targets = match (&values, &classes) {
         (Some(v), _) => loss::Targets::Values(v.as_array()),
@@ -225,24 +292,53 @@ fn loss_and_grad_impl<'py, T: Float + Element>(
         (None, None) => loss::Targets::Zeros,
     };
     let xv = x.as_array();
-    let out = run(py, |stop| backward::loss_and_grad(net, xv, kind, targets, stop))?;
+    let out = run(py, |stop| {
+        backward::loss_and_grad(net, xv, kind, targets, stop)
+    })?;
     let losses = out.losses.into_pyarray(py).into_any();
     let points = list_of_arrays(py, out.points.into_iter().map(|g| Some(g.into_dyn())))?;
     let (weights, biases) = params_to_py(py, out.params)?;
-    PyTuple::new(py, [losses, points.into_any(), weights.into_any(), biases.into_any()])
+    PyTuple::new(
+        py,
+        [
+            losses,
+            points.into_any(),
+            weights.into_any(),
+            biases.into_any(),
+        ],
+    )
 }
 
-fn vjp_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>, cot: &Bound<'py, PyAny>, k: usize, point: i64) -> PyResult<Bound<'py, PyTuple>> {
+fn vjp_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+    cot: &Bound<'py, PyAny>,
+    k: usize,
+    point: i64,
+) -> PyResult<Bound<'py, PyTuple>> {
     let x = array2::<T>(x, "x")?;
     let cot = array2::<T>(cot, "cotangent")?;
     let (xv, cv) = (x.as_array(), cot.as_array());
-    let (points, params) = run(py, |stop| backward::vjp_all_points(net, xv, cv, k, point, stop))?;
+    let (points, params) = run(py, |stop| {
+        backward::vjp_all_points(net, xv, cv, k, point, stop)
+    })?;
     let points = list_of_arrays(py, points.into_iter().map(|g| g.map(|g| g.into_dyn())))?;
     let (weights, biases) = params_to_py(py, params)?;
-    PyTuple::new(py, [points.into_any(), weights.into_any(), biases.into_any()])
+    PyTuple::new(
+        py,
+        [points.into_any(), weights.into_any(), biases.into_any()],
+    )
 }
 
-fn jvp_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>, tangent: &Bound<'py, PyAny>, k: usize, point: i64) -> PyResult<Bound<'py, PyList>> {
+fn jvp_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+    tangent: &Bound<'py, PyAny>,
+    k: usize,
+    point: i64,
+) -> PyResult<Bound<'py, PyList>> {
     let x = array2::<T>(x, "x")?;
     let t = array2::<T>(tangent, "tangent")?;
     let (xv, tv) = (x.as_array(), t.as_array());
@@ -250,14 +346,25 @@ fn jvp_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Boun
     list_of_arrays(py, points.into_iter().map(|t| t.map(|t| t.into_dyn())))
 }
 
-fn jacobian_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>, start: i64, end: i64) -> PyResult<Bound<'py, PyAny>> {
+fn jacobian_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+    start: i64,
+    end: i64,
+) -> PyResult<Bound<'py, PyAny>> {
     let x = array2::<T>(x, "x")?;
     let xv = x.as_array();
     let j = run(py, |stop| jacobian::jacobian(net, xv, start, end, stop))?;
     Ok(j.into_pyarray(py).into_any())
 }
 
-fn jacobian_norms_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>, end: i64) -> PyResult<Bound<'py, PyAny>> {
+fn jacobian_norms_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+    end: i64,
+) -> PyResult<Bound<'py, PyAny>> {
     let x = array2::<T>(x, "x")?;
     let xv = x.as_array();
     let n = run(py, |stop| jacobian::jacobian_norms(net, xv, end, stop))?;
@@ -278,19 +385,38 @@ fn targets_from<'a, 'py, T: Float + Element>(
 fn optional_targets<'py, T: Float + Element>(
     values: &Bound<'py, PyAny>,
     classes: &Bound<'py, PyAny>,
-) -> PyResult<(Option<PyReadonlyArray2<'py, T>>, Option<PyReadonlyArray1<'py, i64>>)> {
-    let values = if values.is_none() { None } else { Some(array2::<T>(values, "y")?) };
+) -> PyResult<(
+    Option<PyReadonlyArray2<'py, T>>,
+    Option<PyReadonlyArray1<'py, i64>>,
+)> {
+    let values = if values.is_none() {
+        None
+    } else {
+        Some(array2::<T>(values, "y")?)
+    };
     let classes = if classes.is_none() {
         None
     } else {
-        Some(classes.extract::<PyReadonlyArray1<'py, i64>>().map_err(|_| PyTypeError::new_err("y must be a 1-D int64 array"))?)
+        Some(
+            classes
+                .extract::<PyReadonlyArray1<'py, i64>>()
+                .map_err(|_| PyTypeError::new_err("y must be a 1-D int64 array"))?,
+        )
     };
     Ok((values, classes))
 }
 
-fn stats_to_py<'py>(py: Python<'py>, s: analysis::PreactivationStats) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
+fn stats_to_py<'py>(
+    py: Python<'py>,
+    s: analysis::PreactivationStats,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>)> {
     let std = list_of_arrays(py, s.unit_std.into_iter().map(|a| Some(a.into_dyn())))?;
-    let sign = list_of_arrays(py, s.unit_sign_diversity.into_iter().map(|a| Some(a.into_dyn())))?;
+    let sign = list_of_arrays(
+        py,
+        s.unit_sign_diversity
+            .into_iter()
+            .map(|a| Some(a.into_dyn())),
+    )?;
     Ok((std, sign))
 }
 
@@ -321,17 +447,34 @@ fn profile_impl<'py, T: Float + Element>(
     Ok(d)
 }
 
-fn log_norm_matrix_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+fn log_norm_matrix_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let x = array2::<T>(x, "x")?;
     let xv = x.as_array();
-    let (m, p) = run(py, |stop| analysis::jacobian_log_sq_norm_matrix(net, xv, stop))?;
-    PyTuple::new(py, [m.into_pyarray(py).into_any(), p.into_pyarray(py).into_any()])
+    let (m, p) = run(py, |stop| {
+        analysis::jacobian_log_sq_norm_matrix(net, xv, stop)
+    })?;
+    PyTuple::new(
+        py,
+        [m.into_pyarray(py).into_any(), p.into_pyarray(py).into_any()],
+    )
 }
 
-fn probes_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>, probes: usize, seed: u64) -> PyResult<Bound<'py, PyDict>> {
+fn probes_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+    probes: usize,
+    seed: u64,
+) -> PyResult<Bound<'py, PyDict>> {
     let x = array2::<T>(x, "x")?;
     let xv = x.as_array();
-    let e = run(py, |stop| analysis::probe_log_sq_norms(net, xv, probes, seed, stop))?;
+    let e = run(py, |stop| {
+        analysis::probe_log_sq_norms(net, xv, probes, seed, stop)
+    })?;
     let d = PyDict::new(py);
     d.set_item("sample_log_mean", e.sample_log_mean.into_pyarray(py))?;
     d.set_item("sample_rel_var", e.sample_rel_var.into_pyarray(py))?;
@@ -341,7 +484,11 @@ fn probes_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &B
     Ok(d)
 }
 
-fn preact_impl<'py, T: Float + Element>(py: Python<'py>, net: &Network<T>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+fn preact_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyTuple>> {
     let x = array2::<T>(x, "x")?;
     let xv = x.as_array();
     let s = run(py, |stop| analysis::preactivation_stats_of(net, xv, stop))?;
@@ -356,7 +503,11 @@ impl PyNetwork {
         let inner = match dtype {
             "float32" => AnyNetwork::F32(build::<f32>(layers)?),
             "float64" => AnyNetwork::F64(build::<f64>(layers)?),
-            other => return Err(PyValueError::new_err(format!("dtype must be 'float64' or 'float32', got '{other}'"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "dtype must be 'float64' or 'float32', got '{other}'"
+                )))
+            }
         };
         Ok(PyNetwork { inner })
     }
@@ -388,47 +539,99 @@ impl PyNetwork {
     }
 
     /// (points, pre_activations).
-    fn forward<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    fn forward<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         with_net!(self, net => forward_impl(py, net, x))
     }
 
     /// (losses, point gradients, weight gradients (1, d_out, d_in), bias gradients (1, d_out) or None).
-    fn loss_and_grad<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, loss: &str, values: &Bound<'py, PyAny>, classes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    fn loss_and_grad<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        loss: &str,
+        values: &Bound<'py, PyAny>,
+        classes: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         with_net!(self, net => loss_and_grad_impl(py, net, x, loss, values, classes))
     }
 
     /// (points (None after `point`), weights (K, d_out, d_in), biases (K, d_out) or None).
-    fn vjp<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, cotangent: &Bound<'py, PyAny>, k: usize, point: i64) -> PyResult<Bound<'py, PyTuple>> {
+    fn vjp<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        cotangent: &Bound<'py, PyAny>,
+        k: usize,
+        point: i64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         with_net!(self, net => vjp_impl(py, net, x, cotangent, k, point))
     }
 
     /// Tangents at every point (None before `point`).
-    fn jvp<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, tangent: &Bound<'py, PyAny>, k: usize, point: i64) -> PyResult<Bound<'py, PyList>> {
+    fn jvp<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        tangent: &Bound<'py, PyAny>,
+        k: usize,
+        point: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
         with_net!(self, net => jvp_impl(py, net, x, tangent, k, point))
     }
 
     /// Per-sample Jacobians (B, d_end, d_start).
-    fn jacobian<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, start: i64, end: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn jacobian<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        start: i64,
+        end: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
         with_net!(self, net => jacobian_impl(py, net, x, start, end))
     }
 
     /// One forward and one backward pass of a loss, as log norms (see gsc_core::analysis::Profile).
-    fn profile<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, loss: &str, values: &Bound<'py, PyAny>, classes: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+    fn profile<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        loss: &str,
+        values: &Bound<'py, PyAny>,
+        classes: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
         with_net!(self, net => profile_impl(py, net, x, loss, values, classes))
     }
 
     /// (ln ||dp_j/dp_i||_F^2 per sample [i, j, b], ln ||p_i,b|| [i, b]).
-    fn jacobian_log_sq_norm_matrix<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    fn jacobian_log_sq_norm_matrix<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         with_net!(self, net => log_norm_matrix_impl(py, net, x))
     }
 
     /// Gaussian-probe estimates of ln ||dp_j/dp_i||_F^2 (see gsc_core::analysis::ProbeEstimates).
-    fn probe_log_sq_norms<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, probes: usize, seed: u64) -> PyResult<Bound<'py, PyDict>> {
+    fn probe_log_sq_norms<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        probes: usize,
+        seed: u64,
+    ) -> PyResult<Bound<'py, PyDict>> {
         with_net!(self, net => probes_impl(py, net, x, probes, seed))
     }
 
     /// (unit std per Activation, unit sign diversity per Activation).
-    fn preactivation_stats<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyTuple>> {
+    fn preactivation_stats<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
         with_net!(self, net => preact_impl(py, net, x))
     }
 
@@ -439,7 +642,12 @@ impl PyNetwork {
     }
 
     /// Per-sample ||dp_end/dp_i||_F for i = 0..=end, shape (end + 1, B).
-    fn jacobian_norms<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>, end: i64) -> PyResult<Bound<'py, PyAny>> {
+    fn jacobian_norms<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        end: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
         with_net!(self, net => jacobian_norms_impl(py, net, x, end))
     }
 }
@@ -448,7 +656,9 @@ impl PyNetwork {
 #[pyfunction]
 fn set_num_threads(n: i64) -> PyResult<()> {
     if n < 1 {
-        return Err(PyValueError::new_err(format!("set_num_threads: n must be at least 1, got {n}")));
+        return Err(PyValueError::new_err(format!(
+            "set_num_threads: n must be at least 1, got {n}"
+        )));
     }
     parallel::set_num_threads(n as usize).map_err(to_py_err)
 }
@@ -462,7 +672,9 @@ fn get_num_threads() -> PyResult<usize> {
 /// Raises the error a panic inside the core turns into (for testing that no panic escapes).
 #[pyfunction]
 fn _panic_for_testing(py: Python<'_>) -> PyResult<()> {
-    run(py, |_| -> gsc_core::Result<()> { panic!("deliberate panic for testing") })
+    run(py, |_| -> gsc_core::Result<()> {
+        panic!("deliberate panic for testing")
+    })
 }
 
 #[pymodule]

@@ -20,6 +20,7 @@ from .jacobians import jacobian_norms, jacobian_spectrum
 from .layers import ACTIVATIONS, Activation, BatchNorm, Dense, LayerNorm, Residual
 from .network import Gradients, Network, Trace
 from .report import Report, analyze
+from . import theory
 
 
 __all__ = [

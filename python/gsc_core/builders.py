@@ -1,8 +1,10 @@
 """Building networks: initialisers and the paper's MLP and ResNet families (SPEC §5).
 
-Random numbers come from ``numpy.random.default_rng(seed)`` (PCG64), drawn in float64 in one fixed
-order — every Dense layer depth-first, its weight then its bias — and then cast to the network's
-dtype, so a seed gives the same network on every machine and for any thread count.
+Random numbers come from NumPy's PCG64 seeded with ``[seed, 0x6773635F]`` — a stream of its own, so
+weights are never a copy of data drawn with ``numpy.random.default_rng(seed)`` — drawn in float64 in
+one fixed order (every Dense layer depth-first, its weight then its bias) and then cast to the
+network's dtype: a seed gives the same network on every machine and for any thread count. A
+``numpy.random.Generator`` can be passed as ``seed`` instead.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ class _DenseMaker:
             raise ValueError(f"sigma_b must be non-negative and finite, got {sigma_b!r}")
         if init == "pytorch_default" and sigma_b != 0:
             raise ValueError("init='pytorch_default' draws biases as PyTorch does (U(+-1/sqrt(fan_in))); leave sigma_b=0")
-        self.rng = np.random.default_rng(seed)
+        self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(None if seed is None else [_seed(seed), _SALT])
         self.init, self.gain, self.sigma_b, self.count, self.made = init, gain, sigma_b, count, 0
 
     def __call__(self, d_out: int, d_in: int) -> Dense:
@@ -92,6 +94,16 @@ class _DenseMaker:
         else:
             bias = np.zeros(d_out)
         return Dense(weight, bias)
+
+
+# Salts the builders' random stream (ASCII "gsc_").
+_SALT = 0x6773635F
+
+
+def _seed(seed: Any) -> int:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, None or a numpy Generator, got {seed!r}")
+    return int(seed)
 
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> int:

@@ -17,7 +17,16 @@ pub const SELU_ALPHA: f64 = 1.673_263_242_354_377_2;
 
 /// The activation names of SPEC §1, in a fixed order.
 pub const ACTIVATION_NAMES: [&str; 11] = [
-    "identity", "relu", "leaky_relu", "elu", "selu", "gelu", "silu", "tanh", "sigmoid", "softplus",
+    "identity",
+    "relu",
+    "leaky_relu",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "tanh",
+    "sigmoid",
+    "softplus",
     "sin",
 ];
 
@@ -50,21 +59,34 @@ impl Activation {
                 return if allowed.is_empty() {
                     invalid!("activation '{name}' takes no parameters, got '{key}'")
                 } else {
-                    invalid!("activation '{name}' has no parameter '{key}' (it takes: {})", allowed.join(", "))
+                    invalid!(
+                        "activation '{name}' has no parameter '{key}' (it takes: {})",
+                        allowed.join(", ")
+                    )
                 };
             }
             if !value.is_finite() {
-                return invalid!("activation '{name}': parameter '{key}' must be finite, got {value}");
+                return invalid!(
+                    "activation '{name}': parameter '{key}' must be finite, got {value}"
+                );
             }
         }
         let get = |key: &str, default: f64| {
-            params.iter().find(|(k, _)| k == key).map(|(_, v)| *v).unwrap_or(default)
+            params
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| *v)
+                .unwrap_or(default)
         };
         Ok(match name {
             "identity" => Activation::Identity,
             "relu" => Activation::Relu,
-            "leaky_relu" => Activation::LeakyRelu { negative_slope: get("negative_slope", 0.01) },
-            "elu" => Activation::Elu { alpha: get("alpha", 1.0) },
+            "leaky_relu" => Activation::LeakyRelu {
+                negative_slope: get("negative_slope", 0.01),
+            },
+            "elu" => Activation::Elu {
+                alpha: get("alpha", 1.0),
+            },
             "selu" => Activation::Selu,
             "gelu" => Activation::Gelu,
             "silu" => Activation::Silu,
@@ -183,7 +205,9 @@ impl Activation {
             // Phi(z) + z phi(z)
             Activation::Gelu => {
                 let density = (-(z * z) / T::from_f64(2.0)).exp()
-                    * T::from_f64(std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5);
+                    * T::from_f64(
+                        std::f64::consts::FRAC_2_SQRT_PI * std::f64::consts::FRAC_1_SQRT_2 * 0.5,
+                    );
                 std_normal_cdf(z) + z * density
             }
             // sigma(z) + z sigma(z) sigma(-z)
@@ -213,7 +237,10 @@ impl Activation {
     pub fn derivative_slice<T: Float>(&self, z: &[T], d: &mut [T]) {
         match self {
             Activation::Tanh => simd::apply(simd::tanh_derivative_f64, z, d),
-            _ => d.iter_mut().zip(z).for_each(|(d, &z)| *d = self.derivative(z)),
+            _ => d
+                .iter_mut()
+                .zip(z)
+                .for_each(|(d, &z)| *d = self.derivative(z)),
         }
     }
 }
@@ -253,7 +280,9 @@ mod tests {
             .iter()
             .map(|n| Activation::from_name(n, &[]).unwrap())
             .chain([
-                Activation::LeakyRelu { negative_slope: 0.2 },
+                Activation::LeakyRelu {
+                    negative_slope: 0.2,
+                },
                 Activation::Elu { alpha: 0.7 },
             ])
             .collect()
@@ -266,7 +295,10 @@ mod tests {
                 let h = 1e-6;
                 let fd = (act.apply(z + h) - act.apply(z - h)) / (2.0 * h);
                 let d: f64 = act.derivative(z);
-                assert!((fd - d).abs() < 1e-7 * (1.0 + d.abs()), "{act:?} at {z}: {fd} vs {d}");
+                assert!(
+                    (fd - d).abs() < 1e-7 * (1.0 + d.abs()),
+                    "{act:?} at {z}: {fd} vs {d}"
+                );
             }
         }
     }
@@ -274,9 +306,18 @@ mod tests {
     #[test]
     fn kinks_take_the_left_hand_derivative() {
         assert_eq!(Activation::Relu.derivative(0.0f64), 0.0);
-        assert_eq!(Activation::LeakyRelu { negative_slope: 0.01 }.derivative(0.0f64), 0.01);
+        assert_eq!(
+            Activation::LeakyRelu {
+                negative_slope: 0.01
+            }
+            .derivative(0.0f64),
+            0.01
+        );
         assert_eq!(Activation::Elu { alpha: 1.5 }.derivative(0.0f64), 1.5);
-        assert_eq!(Activation::Selu.derivative(0.0f64), SELU_LAMBDA * SELU_ALPHA);
+        assert_eq!(
+            Activation::Selu.derivative(0.0f64),
+            SELU_LAMBDA * SELU_ALPHA
+        );
     }
 
     #[test]

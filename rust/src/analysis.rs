@@ -36,23 +36,37 @@ pub fn preactivation_stats<T: Float>(net: &Network<T>, trace: &Trace<T>) -> Prea
         let batch = z.nrows() as f64;
         let mut std = Array1::zeros(z.ncols());
         let mut sign = Array1::zeros(z.ncols());
-        Zip::from(&mut std).and(&mut sign).and(z.columns()).par_for_each(|s, d, col| {
-            let mean = col.iter().map(|v| v.as_f64()).sum::<f64>() / batch;
-            let var = col.iter().map(|v| (v.as_f64() - mean).powi(2)).sum::<f64>() / batch;
-            *s = var.sqrt();
-            let pos = col.iter().filter(|v| **v > T::zero()).count();
-            let neg = col.iter().filter(|v| **v < T::zero()).count();
-            *d = if pos + neg == 0 { 0.0 } else { pos.min(neg) as f64 / (pos + neg) as f64 };
-        });
+        Zip::from(&mut std)
+            .and(&mut sign)
+            .and(z.columns())
+            .par_for_each(|s, d, col| {
+                let mean = col.iter().map(|v| v.as_f64()).sum::<f64>() / batch;
+                let var = col.iter().map(|v| (v.as_f64() - mean).powi(2)).sum::<f64>() / batch;
+                *s = var.sqrt();
+                let pos = col.iter().filter(|v| **v > T::zero()).count();
+                let neg = col.iter().filter(|v| **v < T::zero()).count();
+                *d = if pos + neg == 0 {
+                    0.0
+                } else {
+                    pos.min(neg) as f64 / (pos + neg) as f64
+                };
+            });
         unit_std.push(std);
         unit_sign_diversity.push(sign);
     }
-    PreactivationStats { unit_std, unit_sign_diversity }
+    PreactivationStats {
+        unit_std,
+        unit_sign_diversity,
+    }
 }
 
 /// `ln ||row||_2` of every row of `a`.
 pub fn row_log_norms<T: Float>(a: ArrayView2<T>) -> Array1<f64> {
-    let logs: Vec<f64> = a.axis_iter(Axis(0)).into_par_iter().map(|r| 0.5 * log_sum_squares(r.iter().copied())).collect();
+    let logs: Vec<f64> = a
+        .axis_iter(Axis(0))
+        .into_par_iter()
+        .map(|r| 0.5 * log_sum_squares(r.iter().copied()))
+        .collect();
     Array1::from(logs)
 }
 
@@ -73,7 +87,8 @@ pub fn dilution<T: Float>(net: &Network<T>, trace: &Trace<T>) -> Vec<f64> {
         .filter_map(|node| match node.op {
             Op::Add { shortcut, alpha } => {
                 let s = 0.5 * log_sum_squares(trace.values[shortcut].iter().copied());
-                let b = 0.5 * log_sum_squares(trace.values[node.input].iter().copied()) + alpha.as_f64().abs().ln();
+                let b = 0.5 * log_sum_squares(trace.values[node.input].iter().copied())
+                    + alpha.as_f64().abs().ln();
                 Some((s - b).exp())
             }
             _ => None,
@@ -99,17 +114,40 @@ pub struct Profile {
 }
 
 /// The one-forward, one-backward profile behind `gsc_core.analyze` and `gsc_core.gsc`.
-pub fn profile<T: Float>(net: &Network<T>, x: ArrayView2<T>, loss: Loss, targets: Targets<T>, stop: &Stop) -> Result<Profile> {
+pub fn profile<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    loss: Loss,
+    targets: Targets<T>,
+    stop: &Stop,
+) -> Result<Profile> {
     let trace = forward::forward(net, x, stop)?;
     let n = net.num_layers();
     let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
     let mut grad_log_norms = Array2::zeros((n + 1, trace.batch()));
-    let opts = VjpOptions { params: true, rescale: true };
-    let params = vjp(net, &trace, seed, 1, n, 0, opts, &mut |i, g, exps| {
-        let logs = crate::scale::log_sq_norms(g, 1, exps);
-        grad_log_norms.row_mut(i).iter_mut().zip(logs).for_each(|(o, l)| *o = 0.5 * l);
-        Ok(())
-    }, stop)?
+    let opts = VjpOptions {
+        params: true,
+        rescale: true,
+    };
+    let params = vjp(
+        net,
+        &trace,
+        seed,
+        1,
+        n,
+        0,
+        opts,
+        &mut |i, g, exps| {
+            let logs = crate::scale::log_sq_norms(g, 1, exps);
+            grad_log_norms
+                .row_mut(i)
+                .iter_mut()
+                .zip(logs)
+                .for_each(|(o, l)| *o = 0.5 * l);
+            Ok(())
+        },
+        stop,
+    )?
     .expect("params were requested");
     let ln2 = std::f64::consts::LN_2;
     let weight_grad_log_norms = params
@@ -118,7 +156,11 @@ pub fn profile<T: Float>(net: &Network<T>, x: ArrayView2<T>, loss: Loss, targets
         .zip(&params.exponents)
         .map(|(w, &e)| 0.5 * log_sum_squares(w.iter().copied()) + e as f64 * ln2)
         .collect();
-    let weight_log_norms = net.dense.iter().map(|p| 0.5 * log_sum_squares(p.weight.iter().copied())).collect();
+    let weight_log_norms = net
+        .dense
+        .iter()
+        .map(|p| 0.5 * log_sum_squares(p.weight.iter().copied()))
+        .collect();
     Ok(Profile {
         losses: losses.mapv(|l| l.as_f64()),
         point_log_norms: point_log_norms(net, &trace),
@@ -137,7 +179,11 @@ pub fn profile<T: Float>(net: &Network<T>, x: ArrayView2<T>, loss: Loss, targets
 /// identity-seeded VJP sweep per end point, keeping per-row norms. An end point produced by an
 /// Activation layer needs no sweep of its own: its Jacobian is `diag(phi') dp_{j-1}/dp_i`, so
 /// `||row_k||^2` is the previous end's times `phi'(z_k)^2` — the same numbers, half the work.
-pub fn jacobian_log_sq_norm_matrix<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Result<(Array3<f64>, Array2<f64>)> {
+pub fn jacobian_log_sq_norm_matrix<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    stop: &Stop,
+) -> Result<(Array3<f64>, Array2<f64>)> {
     let n = net.num_layers();
     require_per_sample(net, 0, n)?;
     let trace = forward::forward(net, x, stop)?;
@@ -158,7 +204,9 @@ pub fn jacobian_log_sq_norm_matrix<T: Float>(net: &Network<T>, x: ArrayView2<T>,
                         act.derivative_slice(&zrow, &mut slope);
                         for (kk, d) in slope.iter().enumerate() {
                             let log_d2 = 2.0 * d.as_f64().abs().ln();
-                            per_row.slice_mut(s![..end, b, kk]).mapv_inplace(|v| v + log_d2);
+                            per_row
+                                .slice_mut(s![..end, b, kk])
+                                .mapv_inplace(|v| v + log_d2);
                         }
                     }
                     per_row // the row `end` stays 0 = ln ||e_k||^2
@@ -187,7 +235,10 @@ struct Gaussian {
 
 impl Gaussian {
     fn new(seed: u64) -> Self {
-        Gaussian { state: seed ^ 0x9E37_79B9_7F4A_7C15, spare: None }
+        Gaussian {
+            state: seed ^ 0x9E37_79B9_7F4A_7C15,
+            spare: None,
+        }
     }
     fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -236,11 +287,21 @@ fn log_mean_rel_var(logs: &[f64]) -> (f64, f64) {
     let k = logs.len() as f64;
     let scaled: Vec<f64> = logs.iter().map(|l| (l - m).exp()).collect();
     let mean = scaled.iter().sum::<f64>() / k;
-    let var = if logs.len() > 1 { scaled.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (k - 1.0) } else { f64::NAN };
+    let var = if logs.len() > 1 {
+        scaled.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (k - 1.0)
+    } else {
+        f64::NAN
+    };
     (m + mean.ln(), var / (mean * mean))
 }
 
-pub fn probe_log_sq_norms<T: Float>(net: &Network<T>, x: ArrayView2<T>, probes: usize, seed: u64, stop: &Stop) -> Result<ProbeEstimates> {
+pub fn probe_log_sq_norms<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    probes: usize,
+    seed: u64,
+    stop: &Stop,
+) -> Result<ProbeEstimates> {
     if probes == 0 {
         return crate::invalid!("probes must be at least 1");
     }
@@ -257,35 +318,64 @@ pub fn probe_log_sq_norms<T: Float>(net: &Network<T>, x: ArrayView2<T>, probes: 
         let d = trace.point(net, start).ncols();
         // Drawn in the order (sample, probe, feature).
         let mut tangent = Array2::zeros((batch * k, d));
-        tangent.iter_mut().for_each(|v| *v = T::from_f64(rng.sample()));
-        jvp(net, &trace, tangent, k, start, n, true, &mut |j, t, exps: &Exponents| {
-            // ln ||row||^2 + the sample's exponent, for every (sample, probe) row.
-            let ln2 = std::f64::consts::LN_2;
-            let rows: Vec<f64> = t
-                .axis_iter(Axis(0))
-                .into_par_iter()
-                .enumerate()
-                .map(|(r, row)| log_sum_squares(row.iter().copied()) + 2.0 * exps.per_sample[r / k] as f64 * ln2)
-                .collect();
-            for b in 0..batch {
-                let (mean, rel) = log_mean_rel_var(&rows[b * k..(b + 1) * k]);
-                sample_log_mean[[start, j, b]] = mean;
-                sample_rel_var[[start, j, b]] = rel;
-            }
-            let per_probe: Vec<f64> = (0..k)
-                .map(|kk| (0..batch).fold(f64::NEG_INFINITY, |acc, b| log_add_exp(acc, rows[b * k + kk])))
-                .collect();
-            let (mean, rel) = log_mean_rel_var(&per_probe);
-            batch_log_mean[[start, j]] = mean;
-            batch_rel_var[[start, j]] = rel;
-            Ok(())
-        }, stop)?;
+        tangent
+            .iter_mut()
+            .for_each(|v| *v = T::from_f64(rng.sample()));
+        jvp(
+            net,
+            &trace,
+            tangent,
+            k,
+            start,
+            n,
+            true,
+            &mut |j, t, exps: &Exponents| {
+                // ln ||row||^2 + the sample's exponent, for every (sample, probe) row.
+                let ln2 = std::f64::consts::LN_2;
+                let rows: Vec<f64> = t
+                    .axis_iter(Axis(0))
+                    .into_par_iter()
+                    .enumerate()
+                    .map(|(r, row)| {
+                        log_sum_squares(row.iter().copied())
+                            + 2.0 * exps.per_sample[r / k] as f64 * ln2
+                    })
+                    .collect();
+                for b in 0..batch {
+                    let (mean, rel) = log_mean_rel_var(&rows[b * k..(b + 1) * k]);
+                    sample_log_mean[[start, j, b]] = mean;
+                    sample_rel_var[[start, j, b]] = rel;
+                }
+                let per_probe: Vec<f64> = (0..k)
+                    .map(|kk| {
+                        (0..batch).fold(f64::NEG_INFINITY, |acc, b| {
+                            log_add_exp(acc, rows[b * k + kk])
+                        })
+                    })
+                    .collect();
+                let (mean, rel) = log_mean_rel_var(&per_probe);
+                batch_log_mean[[start, j]] = mean;
+                batch_rel_var[[start, j]] = rel;
+                Ok(())
+            },
+            stop,
+        )?;
     }
-    Ok(ProbeEstimates { sample_log_mean, sample_rel_var, batch_log_mean, batch_rel_var, point_log_norms: point_log_norms(net, &trace) })
+    Ok(ProbeEstimates {
+        sample_log_mean,
+        sample_rel_var,
+        batch_log_mean,
+        batch_rel_var,
+        point_log_norms: point_log_norms(net, &trace),
+    })
 }
 
 /// Collapsing-domain statistics of SPEC §4 from a forward pass.
-pub fn preactivation_stats_of<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Result<PreactivationStats> {
+pub fn preactivation_stats_of<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    stop: &Stop,
+) -> Result<PreactivationStats> {
     let trace = forward::forward(net, x, stop)?;
     Ok(preactivation_stats(net, &trace))
 }
@@ -300,7 +390,10 @@ mod tests {
         let v: Vec<f64> = (0..200_000).map(|_| g.sample()).collect();
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64;
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01, "{mean} {var}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.01,
+            "{mean} {var}"
+        );
         let mut h = Gaussian::new(7);
         assert_eq!(h.sample(), v[0]);
     }

@@ -54,14 +54,23 @@ fn accumulate<T: Float>(grads: &mut [Option<Array2<T>>], slot: Slot, alpha: T, m
 
 /// Dense parameter gradients from a block whose samples may carry different exponents: rows are
 /// first brought to the largest exponent (exact powers of two), which the result then carries.
-fn dense_param_grads_scaled<T: Float>(g: ArrayView2<T>, x: ArrayView2<T>, k: usize, with_bias: bool, exps: &Exponents) -> (Array3<T>, Option<Array2<T>>, i32) {
+fn dense_param_grads_scaled<T: Float>(
+    g: ArrayView2<T>,
+    x: ArrayView2<T>,
+    k: usize,
+    with_bias: bool,
+    exps: &Exponents,
+) -> (Array3<T>, Option<Array2<T>>, i32) {
     let top = exps.per_sample.iter().copied().max().unwrap_or(0);
     if exps.per_sample.iter().all(|&e| e == top) {
         let (dw, db) = kernels::dense_param_grads(g, x, k, with_bias);
         return (dw, db, top);
     }
     let mut aligned = g.to_owned();
-    for (b, mut rows) in aligned.axis_chunks_iter_mut(ndarray::Axis(0), k).enumerate() {
+    for (b, mut rows) in aligned
+        .axis_chunks_iter_mut(ndarray::Axis(0), k)
+        .enumerate()
+    {
         let factor = T::from_f64(((exps.per_sample[b] - top) as f64).exp2());
         rows.mapv_inplace(|v| v * factor);
     }
@@ -85,7 +94,18 @@ pub fn vjp<T: Float>(
     sink: &mut Sink<'_, T>,
     stop: &Stop,
 ) -> Result<Option<ParamGrads<T>>> {
-    vjp_rows(net, trace, 0..trace.batch(), seed, k, point, lowest, opts, sink, stop)
+    vjp_rows(
+        net,
+        trace,
+        0..trace.batch(),
+        seed,
+        k,
+        point,
+        lowest,
+        opts,
+        sink,
+        stop,
+    )
 }
 
 /// [`vjp`] for the samples `rows` of the trace only (a tile: samples are independent unless a
@@ -107,7 +127,9 @@ pub fn vjp_rows<T: Float>(
     debug_assert_eq!(seed.nrows(), batch * k);
     debug_assert!(lowest <= point);
     if net.has_batchnorm() && rows != (0..trace.batch()) {
-        return Err(CoreError::Internal("a BatchNorm network needs all samples in one VJP".into()));
+        return Err(CoreError::Internal(
+            "a BatchNorm network needs all samples in one VJP".into(),
+        ));
     }
     let value = |slot: Slot| trace.values[slot].slice(s![rows.clone(), ..]);
     let mut exps = Exponents::new(batch, net.has_batchnorm());
@@ -119,24 +141,37 @@ pub fn vjp_rows<T: Float>(
     sink(point, seed.view(), &exps)?;
     grads[net.point_slots[point]] = Some(seed);
     let mut param_grads = opts.params.then(|| ParamGrads {
-        weights: net.dense.iter().map(|p| Array3::zeros((k, p.weight.nrows(), p.weight.ncols()))).collect(),
-        biases: net.dense.iter().map(|p| p.bias.as_ref().map(|b| Array2::zeros((k, b.len())))).collect(),
+        weights: net
+            .dense
+            .iter()
+            .map(|p| Array3::zeros((k, p.weight.nrows(), p.weight.ncols())))
+            .collect(),
+        biases: net
+            .dense
+            .iter()
+            .map(|p| p.bias.as_ref().map(|b| Array2::zeros((k, b.len()))))
+            .collect(),
         exponents: vec![0; net.dense.len()],
     });
     for layer in (lowest + 1..=point).rev() {
         for n in net.nodes_of_layers(layer, layer).rev() {
             stop.check()?;
             let node = &net.nodes[n];
-            let g = grads[node.output]
-                .take()
-                .ok_or_else(|| CoreError::Internal(format!("no cotangent reached {}", node.label)))?;
+            let g = grads[node.output].take().ok_or_else(|| {
+                CoreError::Internal(format!("no cotangent reached {}", node.label))
+            })?;
             let input = value(node.input);
-            let stats = || trace.stats[n].as_ref().ok_or_else(|| CoreError::Internal("missing statistics".into()));
+            let stats = || {
+                trace.stats[n]
+                    .as_ref()
+                    .ok_or_else(|| CoreError::Internal("missing statistics".into()))
+            };
             match node.op {
                 Op::Dense(i) => {
                     let p = &net.dense[i];
                     if let Some(pg) = param_grads.as_mut() {
-                        let (dw, db, e) = dense_param_grads_scaled(g.view(), input, k, p.bias.is_some(), &exps);
+                        let (dw, db, e) =
+                            dense_param_grads_scaled(g.view(), input, k, p.bias.is_some(), &exps);
                         pg.weights[i] = dw;
                         pg.biases[i] = db;
                         pg.exponents[i] = e;
@@ -149,11 +184,24 @@ pub fn vjp_rows<T: Float>(
                     accumulate(&mut grads, node.input, T::one(), gi);
                 }
                 Op::LayerNorm(i) => {
-                    let gi = kernels::layernorm_tangent(input, stats()?.rows(rows.clone()), &net.norms[i], k, g.view(), Direction::Vjp);
+                    let gi = kernels::layernorm_tangent(
+                        input,
+                        stats()?.rows(rows.clone()),
+                        &net.norms[i],
+                        k,
+                        g.view(),
+                        Direction::Vjp,
+                    );
                     accumulate(&mut grads, node.input, T::one(), gi);
                 }
                 Op::BatchNorm(i) => {
-                    let gi = kernels::batchnorm_tangent(input, stats()?.view(), &net.norms[i], k, g.view());
+                    let gi = kernels::batchnorm_tangent(
+                        input,
+                        stats()?.view(),
+                        &net.norms[i],
+                        k,
+                        g.view(),
+                    );
                     accumulate(&mut grads, node.input, T::one(), gi);
                 }
                 Op::Add { shortcut, alpha } => {
@@ -164,9 +212,9 @@ pub fn vjp_rows<T: Float>(
         }
         // Between layers the point's block is the only live one: rescale it, hand it over.
         let slot = net.point_slots[layer - 1];
-        let g = grads[slot]
-            .as_mut()
-            .ok_or_else(|| CoreError::Internal(format!("no cotangent reached point {}", layer - 1)))?;
+        let g = grads[slot].as_mut().ok_or_else(|| {
+            CoreError::Internal(format!("no cotangent reached point {}", layer - 1))
+        })?;
         if opts.rescale {
             exps.rescale(g, k);
         }
@@ -191,11 +239,24 @@ pub fn vjp_all_points<T: Float>(
     forward::check_block(net, x, cotangent, k, point, "cotangent")?;
     let trace = forward::forward(net, x, stop)?;
     let mut points = vec![None; net.num_layers() + 1];
-    let opts = VjpOptions { params: true, rescale: false };
-    let params = vjp(net, &trace, cotangent.to_owned(), k, point, 0, opts, &mut |i, g, _| {
-        points[i] = Some(g.to_owned());
-        Ok(())
-    }, stop)?
+    let opts = VjpOptions {
+        params: true,
+        rescale: false,
+    };
+    let params = vjp(
+        net,
+        &trace,
+        cotangent.to_owned(),
+        k,
+        point,
+        0,
+        opts,
+        &mut |i, g, _| {
+            points[i] = Some(g.to_owned());
+            Ok(())
+        },
+        stop,
+    )?
     .expect("params were requested");
     Ok((points, params))
 }
@@ -220,11 +281,29 @@ pub fn loss_and_grad<T: Float>(
     let n = net.num_layers();
     let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
     let mut points = vec![Array2::zeros((0, 0)); n + 1];
-    let opts = VjpOptions { params: true, rescale: false };
-    let params = vjp(net, &trace, seed, 1, n, 0, opts, &mut |i, g, _| {
-        points[i] = g.to_owned();
-        Ok(())
-    }, stop)?
+    let opts = VjpOptions {
+        params: true,
+        rescale: false,
+    };
+    let params = vjp(
+        net,
+        &trace,
+        seed,
+        1,
+        n,
+        0,
+        opts,
+        &mut |i, g, _| {
+            points[i] = g.to_owned();
+            Ok(())
+        },
+        stop,
+    )?
     .expect("params were requested");
-    Ok(LossGradients { losses, points, params, trace })
+    Ok(LossGradients {
+        losses,
+        points,
+        params,
+        trace,
+    })
 }

@@ -35,14 +35,21 @@ pub fn check_finite_2d<T: Float>(a: ArrayView2<T>, name: &str) -> Result<()> {
     if a.iter().all(|v| v.is_finite()) {
         return Ok(());
     }
-    let ((r, c), v) = a.indexed_iter().find(|(_, v)| !v.is_finite()).expect("a non-finite entry exists");
+    let ((r, c), v) = a
+        .indexed_iter()
+        .find(|(_, v)| !v.is_finite())
+        .expect("a non-finite entry exists");
     invalid!("{name} contains a non-finite value ({v}) at [{r}, {c}]")
 }
 
 /// Checks the input batch: non-empty, the right width, finite.
 pub fn check_input<T: Float>(net: &Network<T>, x: ArrayView2<T>) -> Result<Vec<usize>> {
     if x.nrows() == 0 {
-        return invalid!("x is an empty batch (shape ({}, {})); pass at least one sample", x.nrows(), x.ncols());
+        return invalid!(
+            "x is an empty batch (shape ({}, {})); pass at least one sample",
+            x.nrows(),
+            x.ncols()
+        );
     }
     let widths = net.slot_widths(x.ncols())?;
     check_finite_2d(x, "x")?;
@@ -50,14 +57,28 @@ pub fn check_input<T: Float>(net: &Network<T>, x: ArrayView2<T>) -> Result<Vec<u
 }
 
 /// Checks a `(B*K, d)` block of `K` vectors per sample placed on point `point`.
-pub fn check_block<T: Float>(net: &Network<T>, x: ArrayView2<T>, block: ArrayView2<T>, k: usize, point: usize, name: &str) -> Result<()> {
+pub fn check_block<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    block: ArrayView2<T>,
+    k: usize,
+    point: usize,
+    name: &str,
+) -> Result<()> {
     let widths = net.slot_widths(x.ncols())?;
     let d = widths[net.point_slots[point]];
     if k == 0 || block.nrows() != x.nrows() * k {
-        return invalid!("{name} has {} rows for K={k} vectors per sample, but x has {} samples", block.nrows(), x.nrows());
+        return invalid!(
+            "{name} has {} rows for K={k} vectors per sample, but x has {} samples",
+            block.nrows(),
+            x.nrows()
+        );
     }
     if block.ncols() != d {
-        return invalid!("{name} has width {} but point {point} has width {d}", block.ncols());
+        return invalid!(
+            "{name} has width {} but point {point} has width {d}",
+            block.ncols()
+        );
     }
     check_finite_2d(block, name)
 }
@@ -82,7 +103,10 @@ pub fn forward<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Res
                 let (y, s) = kernels::batchnorm_forward(input, &net.norms[i]);
                 (y, Some(s))
             }
-            Op::Add { shortcut, alpha } => (kernels::add_scaled(values[shortcut].view(), alpha, input), None),
+            Op::Add { shortcut, alpha } => (
+                kernels::add_scaled(values[shortcut].view(), alpha, input),
+                None,
+            ),
         };
         debug_assert_eq!(values.len(), node.output);
         values.push(out);

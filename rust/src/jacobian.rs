@@ -39,43 +39,85 @@ pub fn require_per_sample<T: Float>(net: &Network<T>, start: usize, end: usize) 
 
 /// Per-sample `dp_end/dp_start`, shape `(B, d_end, d_start)`, by `K = min(d_end, d_start)`
 /// batched VJPs or JVPs.
-pub fn jacobian<T: Float>(net: &Network<T>, x: ArrayView2<T>, start: i64, end: i64, stop: &Stop) -> Result<Array3<T>> {
+pub fn jacobian<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    start: i64,
+    end: i64,
+    stop: &Stop,
+) -> Result<Array3<T>> {
     let start = net.resolve_point(start, "start")?;
     let end = net.resolve_point(end, "end")?;
     if start > end {
-        return invalid!("start={start} comes after end={end}: the Jacobian dp_end/dp_start needs start <= end");
+        return invalid!(
+            "start={start} comes after end={end}: the Jacobian dp_end/dp_start needs start <= end"
+        );
     }
     require_per_sample(net, start, end)?;
     let trace = forward(net, x, stop)?;
     jacobian_from_trace(net, &trace, start, end, stop)
 }
 
-pub fn jacobian_from_trace<T: Float>(net: &Network<T>, trace: &Trace<T>, start: usize, end: usize, stop: &Stop) -> Result<Array3<T>> {
+pub fn jacobian_from_trace<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    start: usize,
+    end: usize,
+    stop: &Stop,
+) -> Result<Array3<T>> {
     let batch = trace.batch();
     let d_start = trace.point(net, start).ncols();
     let d_end = trace.point(net, end).ncols();
     let mut result = None;
     if d_end <= d_start {
         let seed = identity_block(batch, 0, d_end, d_end);
-        vjp(net, trace, seed, d_end, end, start, VjpOptions::default(), &mut |i, g, _| {
-            if i == start {
-                result = Some(g.to_owned());
-            }
-            Ok(())
-        }, stop)?;
-        let rows = result.ok_or_else(|| CoreError::Internal("vjp skipped the start point".into()))?;
-        Ok(rows.into_shape_with_order((batch, d_end, d_start)).map_err(|e| CoreError::Internal(e.to_string()))?)
+        vjp(
+            net,
+            trace,
+            seed,
+            d_end,
+            end,
+            start,
+            VjpOptions::default(),
+            &mut |i, g, _| {
+                if i == start {
+                    result = Some(g.to_owned());
+                }
+                Ok(())
+            },
+            stop,
+        )?;
+        let rows =
+            result.ok_or_else(|| CoreError::Internal("vjp skipped the start point".into()))?;
+        Ok(rows
+            .into_shape_with_order((batch, d_end, d_start))
+            .map_err(|e| CoreError::Internal(e.to_string()))?)
     } else {
         let seed = identity_block(batch, 0, d_start, d_start);
-        jvp(net, trace, seed, d_start, start, end, false, &mut |j, t, _| {
-            if j == end {
-                result = Some(t.to_owned());
-            }
-            Ok(())
-        }, stop)?;
+        jvp(
+            net,
+            trace,
+            seed,
+            d_start,
+            start,
+            end,
+            false,
+            &mut |j, t, _| {
+                if j == end {
+                    result = Some(t.to_owned());
+                }
+                Ok(())
+            },
+            stop,
+        )?;
         let cols = result.ok_or_else(|| CoreError::Internal("jvp skipped the end point".into()))?;
-        let cols = cols.into_shape_with_order((batch, d_start, d_end)).map_err(|e| CoreError::Internal(e.to_string()))?;
-        Ok(cols.permuted_axes([0, 2, 1]).as_standard_layout().into_owned())
+        let cols = cols
+            .into_shape_with_order((batch, d_start, d_end))
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        Ok(cols
+            .permuted_axes([0, 2, 1])
+            .as_standard_layout()
+            .into_owned())
     }
 }
 
@@ -93,31 +135,51 @@ fn tiling(batch: usize, d_end: usize, max_width: usize) -> (usize, usize) {
 /// `ln ||row_k(dp_end/dp_i)_b||^2` for every point `i <= end`, every sample `b` of `rows`, every
 /// `k < d_end`: shape `(end + 1, rows.len(), d_end)`. Identity-seeded, rescaled VJPs over the
 /// tile's samples, `K` rows at a time; finite at any depth (`-inf` only for exactly zero rows).
-pub fn tile_row_log_sq_norms<T: Float>(net: &Network<T>, trace: &Trace<T>, rows: Range<usize>, end: usize, stop: &Stop) -> Result<Array3<f64>> {
+pub fn tile_row_log_sq_norms<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    rows: Range<usize>,
+    end: usize,
+    stop: &Stop,
+) -> Result<Array3<f64>> {
     let batch = rows.len();
     let d_end = trace.point(net, end).ncols();
     let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
     let (chunk, _) = tiling(batch, d_end, max_width);
     let mut out = Array3::<f64>::from_elem((end + 1, batch, d_end), f64::NEG_INFINITY);
-    let opts = VjpOptions { params: false, rescale: true };
+    let opts = VjpOptions {
+        params: false,
+        rescale: true,
+    };
     let ln2 = std::f64::consts::LN_2;
     for first in (0..d_end).step_by(chunk) {
         let k = chunk.min(d_end - first);
         let seed = identity_block(batch, first, k, d_end);
-        vjp_rows(net, trace, rows.clone(), seed, k, end, 0, opts, &mut |i, g, exps| {
-            for b in 0..batch {
-                let shift = 2.0 * exps.per_sample[b] as f64 * ln2;
-                for t in 0..k {
-                    let row = g.row(b * k + t);
-                    let log = match row.as_slice() {
-                        Some(s) => log_sum_squares_slice(s),
-                        None => log_sum_squares(row.iter().copied()),
-                    };
-                    out[[i, b, first + t]] = log + shift;
+        vjp_rows(
+            net,
+            trace,
+            rows.clone(),
+            seed,
+            k,
+            end,
+            0,
+            opts,
+            &mut |i, g, exps| {
+                for b in 0..batch {
+                    let shift = 2.0 * exps.per_sample[b] as f64 * ln2;
+                    for t in 0..k {
+                        let row = g.row(b * k + t);
+                        let log = match row.as_slice() {
+                            Some(s) => log_sum_squares_slice(s),
+                            None => log_sum_squares(row.iter().copied()),
+                        };
+                        out[[i, b, first + t]] = log + shift;
+                    }
                 }
-            }
-            Ok(())
-        }, stop)?;
+                Ok(())
+            },
+            stop,
+        )?;
     }
     Ok(out)
 }
@@ -131,14 +193,25 @@ pub fn for_sample_tiles<T: Float, R: Send>(
     let batch = trace.batch();
     let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
     let (_, samples) = tiling(batch, d_end, max_width);
-    let tiles: Vec<Range<usize>> = (0..batch).step_by(samples).map(|b| b..(b + samples).min(batch)).collect();
-    tiles.into_par_iter().map(|r| f(r.clone()).map(|v| (r, v))).collect()
+    let tiles: Vec<Range<usize>> = (0..batch)
+        .step_by(samples)
+        .map(|b| b..(b + samples).min(batch))
+        .collect();
+    tiles
+        .into_par_iter()
+        .map(|r| f(r.clone()).map(|v| (r, v)))
+        .collect()
 }
 
 /// Per-sample `ln ||dp_end/dp_i||_F^2` for every point `i <= end`, shape `(end + 1, B)`: tiles of
 /// samples in parallel, each streaming its identity-seeded VJPs through the network in L2-sized
 /// blocks. Finite for any depth (no overflow); `-inf` only for an exactly zero Jacobian.
-pub fn jacobian_log_sq_norms<T: Float>(net: &Network<T>, trace: &Trace<T>, end: usize, stop: &Stop) -> Result<Array2<f64>> {
+pub fn jacobian_log_sq_norms<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    end: usize,
+    stop: &Stop,
+) -> Result<Array2<f64>> {
     require_per_sample(net, 0, end)?;
     let d_end = trace.point(net, end).ncols();
     let tiles = for_sample_tiles(trace, d_end, |rows| {
@@ -153,7 +226,12 @@ pub fn jacobian_log_sq_norms<T: Float>(net: &Network<T>, trace: &Trace<T>, end: 
 }
 
 /// Per-sample `||dp_end/dp_i||_F` for every point `i <= end`, shape `(end + 1, B)` (SPEC §2).
-pub fn jacobian_norms<T: Float>(net: &Network<T>, x: ArrayView2<T>, end: i64, stop: &Stop) -> Result<Array2<T>> {
+pub fn jacobian_norms<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    end: i64,
+    stop: &Stop,
+) -> Result<Array2<T>> {
     let end = net.resolve_point(end, "end")?;
     require_per_sample(net, 0, end)?;
     let trace = forward(net, x, stop)?;

@@ -2,12 +2,12 @@
 
 use ndarray::{Array2, ArrayView2};
 
+use crate::backward::Sink;
 use crate::cancel::Stop;
 use crate::error::{CoreError, Result};
 use crate::float::Float;
 use crate::forward::{self, Trace};
 use crate::kernels::{self, Direction};
-use crate::backward::Sink;
 use crate::network::{Network, Op};
 use crate::scale::Exponents;
 
@@ -51,12 +51,25 @@ pub fn jvp<T: Float>(
         let missing = || CoreError::Internal(format!("no tangent reached {}", node.label));
         let t = tangents[node.input].as_ref().ok_or_else(missing)?.view();
         let input = trace.values[node.input].view();
-        let stats = || trace.stats[n].as_ref().ok_or_else(|| CoreError::Internal("missing statistics".into()));
+        let stats = || {
+            trace.stats[n]
+                .as_ref()
+                .ok_or_else(|| CoreError::Internal("missing statistics".into()))
+        };
         let mut out = match node.op {
             Op::Dense(i) => kernels::matmul_rows(t, net.dense[i].weight.t()),
             Op::Activation(a) => kernels::activation_tangent(a, input, k, t),
-            Op::LayerNorm(i) => kernels::layernorm_tangent(input, stats()?.view(), &net.norms[i], k, t, Direction::Jvp),
-            Op::BatchNorm(i) => kernels::batchnorm_tangent(input, stats()?.view(), &net.norms[i], k, t),
+            Op::LayerNorm(i) => kernels::layernorm_tangent(
+                input,
+                stats()?.view(),
+                &net.norms[i],
+                k,
+                t,
+                Direction::Jvp,
+            ),
+            Op::BatchNorm(i) => {
+                kernels::batchnorm_tangent(input, stats()?.view(), &net.norms[i], k, t)
+            }
             Op::Add { shortcut, alpha } => {
                 let ts = tangents[shortcut].as_ref().ok_or_else(missing)?.view();
                 kernels::add_scaled(ts, alpha, t)
@@ -98,9 +111,19 @@ pub fn jvp_all_points<T: Float>(
     let trace = forward::forward(net, x, stop)?;
     let n = net.num_layers();
     let mut points = vec![None; n + 1];
-    jvp(net, &trace, tangent.to_owned(), k, point, n, false, &mut |j, t, _| {
-        points[j] = Some(t.to_owned());
-        Ok(())
-    }, stop)?;
+    jvp(
+        net,
+        &trace,
+        tangent.to_owned(),
+        k,
+        point,
+        n,
+        false,
+        &mut |j, t, _| {
+            points[j] = Some(t.to_owned());
+            Ok(())
+        },
+        stop,
+    )?;
     Ok(points)
 }

@@ -31,11 +31,17 @@ pub struct NormStatsView<'a, T> {
 
 impl<T: Float> NormStats<T> {
     pub fn view(&self) -> NormStatsView<'_, T> {
-        NormStatsView { mean: self.mean.view(), rstd: self.rstd.view() }
+        NormStatsView {
+            mean: self.mean.view(),
+            rstd: self.rstd.view(),
+        }
     }
     /// The statistics of samples `rows` (for per-sample statistics).
     pub fn rows(&self, rows: std::ops::Range<usize>) -> NormStatsView<'_, T> {
-        NormStatsView { mean: self.mean.slice(s![rows.clone()]), rstd: self.rstd.slice(s![rows]) }
+        NormStatsView {
+            mean: self.mean.slice(s![rows.clone()]),
+            rstd: self.rstd.slice(s![rows]),
+        }
     }
 }
 
@@ -45,27 +51,35 @@ impl<T: Float> NormStats<T> {
 pub fn dense_forward<T: Float>(x: ArrayView2<T>, p: &DenseParams<T>) -> Array2<T> {
     let (d_out, d_in) = p.weight.dim();
     let mut y = Array2::zeros((x.nrows(), d_out));
-    for_row_chunks(y.view_mut(), rows_per_task(d_in.max(d_out), 1), |start, mut yc| {
-        let xc = x.slice(s![start..start + yc.nrows(), ..]);
-        let beta = match &p.bias {
-            Some(b) => {
-                yc.assign(b);
-                T::one()
-            }
-            None => T::zero(),
-        };
-        general_mat_mul(T::one(), &xc, &p.weight.t(), beta, &mut yc);
-    });
+    for_row_chunks(
+        y.view_mut(),
+        rows_per_task(d_in.max(d_out), 1),
+        |start, mut yc| {
+            let xc = x.slice(s![start..start + yc.nrows(), ..]);
+            let beta = match &p.bias {
+                Some(b) => {
+                    yc.assign(b);
+                    T::one()
+                }
+                None => T::zero(),
+            };
+            general_mat_mul(T::one(), &xc, &p.weight.t(), beta, &mut yc);
+        },
+    );
     y
 }
 
 /// `block @ m` for any block of rows (`m` is `W` for a VJP, `W.T` for a JVP).
 pub fn matmul_rows<T: Float>(block: ArrayView2<T>, m: ArrayView2<T>) -> Array2<T> {
     let mut out = Array2::zeros((block.nrows(), m.ncols()));
-    for_row_chunks(out.view_mut(), rows_per_task(m.nrows().max(m.ncols()), 1), |start, mut oc| {
-        let bc = block.slice(s![start..start + oc.nrows(), ..]);
-        general_mat_mul(T::one(), &bc, &m, T::zero(), &mut oc);
-    });
+    for_row_chunks(
+        out.view_mut(),
+        rows_per_task(m.nrows().max(m.ncols()), 1),
+        |start, mut oc| {
+            let bc = block.slice(s![start..start + oc.nrows(), ..]);
+            general_mat_mul(T::one(), &bc, &m, T::zero(), &mut oc);
+        },
+    );
     out
 }
 
@@ -100,11 +114,14 @@ pub fn dense_param_grads<T: Float>(
         general_mat_mul(T::one(), &gk.t(), &x, T::zero(), &mut dw_c);
     });
     if let Some(db) = db.as_mut() {
-        db.outer_iter_mut().into_par_iter().enumerate().for_each(|(kk, mut row)| {
-            for b in 0..batch {
-                row += &g.row(b * k + kk);
-            }
-        });
+        db.outer_iter_mut()
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(kk, mut row)| {
+                for b in 0..batch {
+                    row += &g.row(b * k + kk);
+                }
+            });
     }
     (dw, db)
 }
@@ -114,21 +131,32 @@ pub fn dense_param_grads<T: Float>(
 /// `y = phi(z)`.
 pub fn activation_forward<T: Float>(act: Activation, z: ArrayView2<T>) -> Array2<T> {
     let mut y = Array2::zeros(z.raw_dim());
-    for_row_chunks(y.view_mut(), rows_per_task(z.ncols(), 1), |start, mut yc| {
-        for (r, mut yrow) in yc.rows_mut().into_iter().enumerate() {
-            let zrow = z.row(start + r);
-            match (zrow.as_slice(), yrow.as_slice_mut()) {
-                (Some(zs), Some(ys)) => act.apply_slice(zs, ys),
-                _ => Zip::from(&mut yrow).and(zrow).for_each(|y, &z| *y = act.apply(z)),
+    for_row_chunks(
+        y.view_mut(),
+        rows_per_task(z.ncols(), 1),
+        |start, mut yc| {
+            for (r, mut yrow) in yc.rows_mut().into_iter().enumerate() {
+                let zrow = z.row(start + r);
+                match (zrow.as_slice(), yrow.as_slice_mut()) {
+                    (Some(zs), Some(ys)) => act.apply_slice(zs, ys),
+                    _ => Zip::from(&mut yrow)
+                        .and(zrow)
+                        .for_each(|y, &z| *y = act.apply(z)),
+                }
             }
-        }
-    });
+        },
+    );
     y
 }
 
 /// `out[b, k] = block[b, k] * phi'(z[b])`: the activation's Jacobian is diagonal, so the VJP and
 /// the JVP are the same map.
-pub fn activation_tangent<T: Float>(act: Activation, z: ArrayView2<T>, k: usize, block: ArrayView2<T>) -> Array2<T> {
+pub fn activation_tangent<T: Float>(
+    act: Activation,
+    z: ArrayView2<T>,
+    k: usize,
+    block: ArrayView2<T>,
+) -> Array2<T> {
     let d = z.ncols();
     let mut out = Array2::zeros(block.raw_dim());
     for_row_chunks(out.view_mut(), rows_per_task(d, k), |start, mut oc| {
@@ -138,11 +166,18 @@ pub fn activation_tangent<T: Float>(act: Activation, z: ArrayView2<T>, k: usize,
             if row % k == 0 || r == 0 {
                 let zrow = z.row(row / k);
                 match zrow.as_slice() {
-                    Some(zs) => act.derivative_slice(zs, slope.as_slice_mut().expect("owned vector")),
-                    None => Zip::from(&mut slope).and(zrow).for_each(|s, &z| *s = act.derivative(z)),
+                    Some(zs) => {
+                        act.derivative_slice(zs, slope.as_slice_mut().expect("owned vector"))
+                    }
+                    None => Zip::from(&mut slope)
+                        .and(zrow)
+                        .for_each(|s, &z| *s = act.derivative(z)),
                 }
             }
-            Zip::from(&mut orow).and(block.row(row)).and(&slope).for_each(|o, &g, &s| *o = g * s);
+            Zip::from(&mut orow)
+                .and(block.row(row))
+                .and(&slope)
+                .for_each(|o, &g, &s| *o = g * s);
         }
     });
     out
@@ -151,8 +186,16 @@ pub fn activation_tangent<T: Float>(act: Activation, z: ArrayView2<T>, k: usize,
 // ---------------------------------------------------------------- LayerNorm
 
 /// `(x - mean) * rstd * weight + bias` elementwise for one row.
-fn normalise_row<T: Float>(x: ArrayView1<T>, mean: T, rstd: T, p: &NormParams<T>, mut y: ndarray::ArrayViewMut1<T>) {
-    Zip::from(&mut y).and(x).for_each(|y, &x| *y = (x - mean) * rstd);
+fn normalise_row<T: Float>(
+    x: ArrayView1<T>,
+    mean: T,
+    rstd: T,
+    p: &NormParams<T>,
+    mut y: ndarray::ArrayViewMut1<T>,
+) {
+    Zip::from(&mut y)
+        .and(x)
+        .for_each(|y, &x| *y = (x - mean) * rstd);
     if let Some(w) = &p.weight {
         y *= w;
     }
@@ -169,7 +212,10 @@ fn mean_rstd<T: Float>(v: impl Iterator<Item = T> + Clone, n: usize, eps: T) -> 
     (mean, T::one() / (var + eps).sqrt())
 }
 
-pub fn layernorm_forward<T: Float>(x: ArrayView2<T>, p: &NormParams<T>) -> (Array2<T>, NormStats<T>) {
+pub fn layernorm_forward<T: Float>(
+    x: ArrayView2<T>,
+    p: &NormParams<T>,
+) -> (Array2<T>, NormStats<T>) {
     let (batch, d) = x.dim();
     let mut stats = Array2::zeros((batch, 2));
     for_row_chunks(stats.view_mut(), rows_per_task(d, 1), |start, mut sc| {
@@ -179,7 +225,10 @@ pub fn layernorm_forward<T: Float>(x: ArrayView2<T>, p: &NormParams<T>) -> (Arra
             srow[1] = rstd;
         }
     });
-    let stats = NormStats { mean: stats.column(0).to_owned(), rstd: stats.column(1).to_owned() };
+    let stats = NormStats {
+        mean: stats.column(0).to_owned(),
+        rstd: stats.column(1).to_owned(),
+    };
     let mut y = Array2::zeros((batch, d));
     for_row_chunks(y.view_mut(), rows_per_task(d, 1), |start, mut yc| {
         for (r, yrow) in yc.rows_mut().into_iter().enumerate() {
@@ -220,7 +269,9 @@ pub fn layernorm_tangent<T: Float>(
             let rstd = stats.rstd[b];
             if row % k == 0 || r == 0 {
                 let mean = stats.mean[b];
-                Zip::from(&mut xhat).and(x.row(b)).for_each(|h, &x| *h = (x - mean) * rstd);
+                Zip::from(&mut xhat)
+                    .and(x.row(b))
+                    .for_each(|h, &x| *h = (x - mean) * rstd);
             }
             orow.assign(&block.row(row));
             if let (Direction::Vjp, Some(w)) = (direction, &p.weight) {
@@ -228,7 +279,9 @@ pub fn layernorm_tangent<T: Float>(
             }
             let m1 = orow.sum() * inv_d;
             let m2 = orow.dot(&xhat) * inv_d;
-            Zip::from(&mut orow).and(&xhat).for_each(|o, &h| *o = (*o - m1 - h * m2) * rstd);
+            Zip::from(&mut orow)
+                .and(&xhat)
+                .for_each(|o, &h| *o = (*o - m1 - h * m2) * rstd);
             if let (Direction::Jvp, Some(w)) = (direction, &p.weight) {
                 orow *= w;
             }
@@ -239,14 +292,20 @@ pub fn layernorm_tangent<T: Float>(
 
 // ---------------------------------------------------------------- BatchNorm
 
-pub fn batchnorm_forward<T: Float>(x: ArrayView2<T>, p: &NormParams<T>) -> (Array2<T>, NormStats<T>) {
+pub fn batchnorm_forward<T: Float>(
+    x: ArrayView2<T>,
+    p: &NormParams<T>,
+) -> (Array2<T>, NormStats<T>) {
     let (batch, d) = x.dim();
     let mut mean = Array1::zeros(d);
     let mut rstd = Array1::zeros(d);
     // Per feature, summed over the batch in row order.
-    Zip::from(&mut mean).and(&mut rstd).and(x.columns()).par_for_each(|m, r, col| {
-        (*m, *r) = mean_rstd(col.iter().copied(), batch, p.eps);
-    });
+    Zip::from(&mut mean)
+        .and(&mut rstd)
+        .and(x.columns())
+        .par_for_each(|m, r, col| {
+            (*m, *r) = mean_rstd(col.iter().copied(), batch, p.eps);
+        });
     let stats = NormStats { mean, rstd };
     let mut y = Array2::zeros((batch, d));
     for_row_chunks(y.view_mut(), rows_per_task(d, 1), |start, mut yc| {
@@ -281,21 +340,39 @@ pub fn batchnorm_tangent<T: Float>(
     let (batch, d) = x.dim();
     let inv_b = T::one() / T::from_usize(batch);
     let mut xhat = Array2::zeros((batch, d));
-    Zip::from(xhat.rows_mut()).and(x.rows()).for_each(|mut h, xr| {
-        Zip::from(&mut h).and(xr).and(&stats.mean).and(&stats.rstd).for_each(|h, &x, &m, &s| *h = (x - m) * s);
-    });
+    Zip::from(xhat.rows_mut())
+        .and(x.rows())
+        .for_each(|mut h, xr| {
+            Zip::from(&mut h)
+                .and(xr)
+                .and(&stats.mean)
+                .and(&stats.rstd)
+                .for_each(|h, &x, &m, &s| *h = (x - m) * s);
+        });
     let mut out = Array2::zeros(block.raw_dim());
-    let block3 = block.into_shape_with_order((batch, k, d)).expect("block has B*K rows");
-    let mut out3 = out.view_mut().into_shape_with_order((batch, k, d)).expect("block has B*K rows");
-    let pairs: Vec<_> = out3.axis_iter_mut(Axis(1)).zip(block3.axis_iter(Axis(1))).collect();
+    let block3 = block
+        .into_shape_with_order((batch, k, d))
+        .expect("block has B*K rows");
+    let mut out3 = out
+        .view_mut()
+        .into_shape_with_order((batch, k, d))
+        .expect("block has B*K rows");
+    let pairs: Vec<_> = out3
+        .axis_iter_mut(Axis(1))
+        .zip(block3.axis_iter(Axis(1)))
+        .collect();
     pairs.into_par_iter().for_each(|(mut o, v)| {
         let mut s1 = Array1::<T>::zeros(d);
         let mut s2 = Array1::<T>::zeros(d);
         for b in 0..batch {
-            Zip::from(&mut s1).and(&mut s2).and(v.row(b)).and(xhat.row(b)).for_each(|s1, s2, &v, &h| {
-                *s1 += v;
-                *s2 += v * h;
-            });
+            Zip::from(&mut s1)
+                .and(&mut s2)
+                .and(v.row(b))
+                .and(xhat.row(b))
+                .for_each(|s1, s2, &v, &h| {
+                    *s1 += v;
+                    *s2 += v * h;
+                });
         }
         for b in 0..batch {
             Zip::from(o.row_mut(b))
@@ -319,13 +396,17 @@ pub fn batchnorm_tangent<T: Float>(
 /// `shortcut + alpha * body`.
 pub fn add_scaled<T: Float>(shortcut: ArrayView2<T>, alpha: T, body: ArrayView2<T>) -> Array2<T> {
     let mut out = Array2::zeros(body.raw_dim());
-    for_row_chunks(out.view_mut(), rows_per_task(body.ncols(), 1), |start, mut oc| {
-        let n = oc.nrows();
-        Zip::from(&mut oc)
-            .and(shortcut.slice(s![start..start + n, ..]))
-            .and(body.slice(s![start..start + n, ..]))
-            .for_each(|o, &s, &b| *o = s + alpha * b);
-    });
+    for_row_chunks(
+        out.view_mut(),
+        rows_per_task(body.ncols(), 1),
+        |start, mut oc| {
+            let n = oc.nrows();
+            Zip::from(&mut oc)
+                .and(shortcut.slice(s![start..start + n, ..]))
+                .and(body.slice(s![start..start + n, ..]))
+                .for_each(|o, &s, &b| *o = s + alpha * b);
+        },
+    );
     out
 }
 
@@ -334,6 +415,8 @@ pub fn add_assign_scaled<T: Float>(acc: &mut Array2<T>, alpha: T, v: ArrayView2<
     let d = acc.ncols();
     for_row_chunks(acc.view_mut(), rows_per_task(d, 1), |start, mut ac| {
         let n = ac.nrows();
-        Zip::from(&mut ac).and(v.slice(s![start..start + n, ..])).for_each(|a, &v| *a += alpha * v);
+        Zip::from(&mut ac)
+            .and(v.slice(s![start..start + n, ..]))
+            .for_each(|a, &v| *a += alpha * v);
     });
 }

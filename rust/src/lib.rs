@@ -24,9 +24,9 @@ pub mod kernels;
 pub mod loss;
 pub mod network;
 pub mod parallel;
-pub mod theory;
 pub mod scale;
 pub mod simd;
+pub mod theory;
 
 pub use activation::Activation;
 pub use cancel::Stop;

@@ -37,12 +37,20 @@ pub enum Targets<'a, T> {
 }
 
 /// Per-sample losses `(B,)` and `dL/do` `(B, d)` for the total loss `L = sum_b l_b`.
-pub fn loss_and_output_grad<T: Float>(out: ArrayView2<T>, loss: Loss, targets: Targets<T>) -> Result<(Array1<T>, Array2<T>)> {
+pub fn loss_and_output_grad<T: Float>(
+    out: ArrayView2<T>,
+    loss: Loss,
+    targets: Targets<T>,
+) -> Result<(Array1<T>, Array2<T>)> {
     let (batch, d) = out.dim();
     match (loss, targets) {
         (Loss::Mse, Targets::Zeros) => {
             let grad = out.to_owned();
-            let losses = grad.rows().into_iter().map(|r| T::from_f64(0.5) * r.dot(&r)).collect();
+            let losses = grad
+                .rows()
+                .into_iter()
+                .map(|r| T::from_f64(0.5) * r.dot(&r))
+                .collect();
             Ok((losses, grad))
         }
         (Loss::Mse, Targets::Values(y)) => {
@@ -51,36 +59,70 @@ pub fn loss_and_output_grad<T: Float>(out: ArrayView2<T>, loss: Loss, targets: T
             }
             check_finite_2d(y, "y")?;
             let grad = &out - &y;
-            let losses = grad.rows().into_iter().map(|r| T::from_f64(0.5) * r.dot(&r)).collect();
+            let losses = grad
+                .rows()
+                .into_iter()
+                .map(|r| T::from_f64(0.5) * r.dot(&r))
+                .collect();
             Ok((losses, grad))
         }
         (Loss::CrossEntropy, Targets::Classes(y)) => {
             if y.len() != batch {
-                return invalid!("y has {} class labels but the batch has {batch} samples", y.len());
+                return invalid!(
+                    "y has {} class labels but the batch has {batch} samples",
+                    y.len()
+                );
             }
             if let Some((b, &c)) = y.indexed_iter().find(|(_, &c)| c < 0 || c as usize >= d) {
-                return invalid!("y[{b}] = {c} is not a class index of the {d}-way output (expected 0..{d})");
+                return invalid!(
+                    "y[{b}] = {c} is not a class index of the {d}-way output (expected 0..{d})"
+                );
             }
             let mut grad = Array2::zeros((batch, d));
             let mut losses = Array1::zeros(batch);
-            Zip::from(grad.rows_mut()).and(&mut losses).and(out.rows()).and(&y).for_each(|mut g, l, o, &c| {
-                let c = c as usize;
-                // With m = max o = o_a: sum_k e^{o_k - m} = 1 + S, S = sum_{k != a} e^{o_k - m}, so
-                // l = (m - o_c) + log1p(S) keeps its relative accuracy for confident samples.
-                let (a, m) = o.indexed_iter().fold((0, T::neg_infinity()), |(ai, m), (i, &v)| if v > m { (i, v) } else { (ai, m) });
-                Zip::from(&mut g).and(o).for_each(|g, &v| *g = (v - m).exp());
-                let others = g.iter().enumerate().filter(|&(i, _)| i != a).fold(T::zero(), |acc, (_, &e)| acc + e);
-                let total = T::one() + others;
-                g.mapv_inplace(|e| e / total);
-                *l = (m - o[c]) + others.ln_1p();
-                // p_c - 1 = -sum_{k != c} p_k, without cancellation when p_c is close to 1.
-                let rest = g.iter().enumerate().filter(|&(i, _)| i != c).fold(T::zero(), |acc, (_, &p)| acc + p);
-                g[c] = -rest;
-            });
+            Zip::from(grad.rows_mut())
+                .and(&mut losses)
+                .and(out.rows())
+                .and(&y)
+                .for_each(|mut g, l, o, &c| {
+                    let c = c as usize;
+                    // With m = max o = o_a: sum_k e^{o_k - m} = 1 + S, S = sum_{k != a} e^{o_k - m}, so
+                    // l = (m - o_c) + log1p(S) keeps its relative accuracy for confident samples.
+                    let (a, m) =
+                        o.indexed_iter()
+                            .fold(
+                                (0, T::neg_infinity()),
+                                |(ai, m), (i, &v)| if v > m { (i, v) } else { (ai, m) },
+                            );
+                    Zip::from(&mut g)
+                        .and(o)
+                        .for_each(|g, &v| *g = (v - m).exp());
+                    let others = g
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| i != a)
+                        .fold(T::zero(), |acc, (_, &e)| acc + e);
+                    let total = T::one() + others;
+                    g.mapv_inplace(|e| e / total);
+                    *l = (m - o[c]) + others.ln_1p();
+                    // p_c - 1 = -sum_{k != c} p_k, without cancellation when p_c is close to 1.
+                    let rest = g
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| i != c)
+                        .fold(T::zero(), |acc, (_, &p)| acc + p);
+                    g[c] = -rest;
+                });
             Ok((losses, grad))
         }
-        (Loss::CrossEntropy, Targets::Zeros) => invalid!("cross_entropy needs integer class targets y of shape (B,); got y=None"),
-        (Loss::CrossEntropy, Targets::Values(_)) => invalid!("cross_entropy needs integer class targets y of shape (B,), not a float array"),
-        (Loss::Mse, Targets::Classes(_)) => invalid!("mse needs float targets of the output's shape (B, d_out), not class labels"),
+        (Loss::CrossEntropy, Targets::Zeros) => {
+            invalid!("cross_entropy needs integer class targets y of shape (B,); got y=None")
+        }
+        (Loss::CrossEntropy, Targets::Values(_)) => {
+            invalid!("cross_entropy needs integer class targets y of shape (B,), not a float array")
+        }
+        (Loss::Mse, Targets::Classes(_)) => {
+            invalid!("mse needs float targets of the output's shape (B, d_out), not class labels")
+        }
     }
 }

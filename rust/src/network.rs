@@ -37,7 +37,11 @@ pub enum Layer<T> {
     /// Normalises each feature over the batch (training-mode statistics): couples the samples.
     BatchNorm(NormParams<T>),
     /// `y = shortcut(x) + alpha * body(x)`; the shortcut is the identity when `None`.
-    Residual { body: Vec<Layer<T>>, alpha: T, shortcut: Option<DenseParams<T>> },
+    Residual {
+        body: Vec<Layer<T>>,
+        alpha: T,
+        shortcut: Option<DenseParams<T>>,
+    },
 }
 
 impl<T> Layer<T> {
@@ -66,7 +70,10 @@ pub enum Op<T> {
     /// Index into [`Network::norms`].
     BatchNorm(usize),
     /// `output = shortcut + alpha * input` (the end of a residual block; `input` is the body's output).
-    Add { shortcut: Slot, alpha: T },
+    Add {
+        shortcut: Slot,
+        alpha: T,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -111,7 +118,11 @@ struct Compiler<T> {
     top_level: usize,
 }
 
-fn check_finite<T: Float>(values: impl IntoIterator<Item = T>, what: &str, label: &str) -> Result<()> {
+fn check_finite<T: Float>(
+    values: impl IntoIterator<Item = T>,
+    what: &str,
+    label: &str,
+) -> Result<()> {
     for (i, v) in values.into_iter().enumerate() {
         if !v.is_finite() {
             return invalid!("{label}: {what} contains a non-finite value ({v}) at flat index {i}");
@@ -127,7 +138,13 @@ impl<T: Float> Compiler<T> {
     }
 
     /// Checks that the current width is `want` (fixing it if still unknown).
-    fn expect_width(&mut self, current: Option<usize>, want: usize, label: &str, what: &str) -> Result<usize> {
+    fn expect_width(
+        &mut self,
+        current: Option<usize>,
+        want: usize,
+        label: &str,
+        what: &str,
+    ) -> Result<usize> {
         match current {
             Some(w) if w != want => {
                 invalid!("{label}: {what} expects width {want}, but its input has width {w}")
@@ -141,7 +158,14 @@ impl<T: Float> Compiler<T> {
         }
     }
 
-    fn dense(&mut self, p: DenseParams<T>, input: Slot, width: Option<usize>, label: String, shortcut: bool) -> Result<(Slot, Option<usize>)> {
+    fn dense(
+        &mut self,
+        p: DenseParams<T>,
+        input: Slot,
+        width: Option<usize>,
+        label: String,
+        shortcut: bool,
+    ) -> Result<(Slot, Option<usize>)> {
         let (d_out, d_in) = p.weight.dim();
         if d_out == 0 || d_in == 0 {
             return invalid!("{label}: Dense weight has shape ({d_out}, {d_in}); zero-width layers are not allowed");
@@ -153,26 +177,51 @@ impl<T: Float> Compiler<T> {
             check_finite(b.iter().copied(), "bias", &label)?;
         }
         check_finite(p.weight.iter().copied(), "weight", &label)?;
-        self.expect_width(width, d_in, &label, &format!("Dense with weight of shape ({d_out}, {d_in})"))?;
+        self.expect_width(
+            width,
+            d_in,
+            &label,
+            &format!("Dense with weight of shape ({d_out}, {d_in})"),
+        )?;
         let output = self.new_slot(Some(d_out));
         self.dense.push(p);
         self.dense_is_shortcut.push(shortcut);
-        self.nodes.push(Node { op: Op::Dense(self.dense.len() - 1), input, output, label });
+        self.nodes.push(Node {
+            op: Op::Dense(self.dense.len() - 1),
+            input,
+            output,
+            label,
+        });
         Ok((output, Some(d_out)))
     }
 
-    fn layer(&mut self, layer: Layer<T>, input: Slot, width: Option<usize>, label: String) -> Result<(Slot, Option<usize>)> {
+    fn layer(
+        &mut self,
+        layer: Layer<T>,
+        input: Slot,
+        width: Option<usize>,
+        label: String,
+    ) -> Result<(Slot, Option<usize>)> {
         let label = format!("{label} ({})", layer.kind());
         match layer {
             Layer::Dense(p) => self.dense(p, input, width, label, false),
             Layer::Activation(a) => {
                 let output = self.new_slot(width);
-                self.nodes.push(Node { op: Op::Activation(a), input, output, label });
+                self.nodes.push(Node {
+                    op: Op::Activation(a),
+                    input,
+                    output,
+                    label,
+                });
                 Ok((output, width))
             }
             Layer::LayerNorm(p) => self.norm(p, input, width, label, false),
             Layer::BatchNorm(p) => self.norm(p, input, width, label, true),
-            Layer::Residual { body, alpha, shortcut } => {
+            Layer::Residual {
+                body,
+                alpha,
+                shortcut,
+            } => {
                 if !alpha.is_finite() {
                     return invalid!("{label}: alpha must be finite, got {alpha}");
                 }
@@ -183,25 +232,50 @@ impl<T: Float> Compiler<T> {
                 }
                 let (shortcut_slot, shortcut_width) = match shortcut {
                     None => (input, width),
-                    Some(p) => self.dense(p, input, width, format!("{body_label}.shortcut (Dense)"), true)?,
+                    Some(p) => self.dense(
+                        p,
+                        input,
+                        width,
+                        format!("{body_label}.shortcut (Dense)"),
+                        true,
+                    )?,
                 };
                 // Widths may have been fixed inside the body after `width` was read.
                 let shortcut_width = shortcut_width.or(self.in_dim);
                 let w = w.or(self.in_dim);
                 if let (Some(a), Some(b)) = (shortcut_width, w) {
                     if a != b {
-                        let what = if shortcut_slot == input { "input (identity shortcut)" } else { "shortcut output" };
+                        let what = if shortcut_slot == input {
+                            "input (identity shortcut)"
+                        } else {
+                            "shortcut output"
+                        };
                         return invalid!("{label}: body output has width {b} but the {what} has width {a}; they must match");
                     }
                 }
                 let output = self.new_slot(w);
-                self.nodes.push(Node { op: Op::Add { shortcut: shortcut_slot, alpha }, input: slot, output, label });
+                self.nodes.push(Node {
+                    op: Op::Add {
+                        shortcut: shortcut_slot,
+                        alpha,
+                    },
+                    input: slot,
+                    output,
+                    label,
+                });
                 Ok((output, w))
             }
         }
     }
 
-    fn norm(&mut self, p: NormParams<T>, input: Slot, mut width: Option<usize>, label: String, batch: bool) -> Result<(Slot, Option<usize>)> {
+    fn norm(
+        &mut self,
+        p: NormParams<T>,
+        input: Slot,
+        mut width: Option<usize>,
+        label: String,
+        batch: bool,
+    ) -> Result<(Slot, Option<usize>)> {
         if !(p.eps > T::zero() && p.eps.is_finite()) {
             return invalid!("{label}: eps must be positive and finite, got {}", p.eps);
         }
@@ -210,7 +284,12 @@ impl<T: Float> Compiler<T> {
                 if v.is_empty() {
                     return invalid!("{label}: {what} is empty; zero-width layers are not allowed");
                 }
-                width = Some(self.expect_width(width, v.len(), &label, &format!("{what} of shape ({},)", v.len()))?);
+                width = Some(self.expect_width(
+                    width,
+                    v.len(),
+                    &label,
+                    &format!("{what} of shape ({},)", v.len()),
+                )?);
                 check_finite(v.iter().copied(), what, &label)?;
             }
         }
@@ -220,8 +299,17 @@ impl<T: Float> Compiler<T> {
         if batch {
             self.batchnorm_layers.push((self.top_level, label.clone()));
         }
-        let op = if batch { Op::BatchNorm(index) } else { Op::LayerNorm(index) };
-        self.nodes.push(Node { op, input, output, label });
+        let op = if batch {
+            Op::BatchNorm(index)
+        } else {
+            Op::LayerNorm(index)
+        };
+        self.nodes.push(Node {
+            op,
+            input,
+            output,
+            label,
+        });
         Ok((output, width))
     }
 }
@@ -284,8 +372,16 @@ impl<T: Float> Network<T> {
     /// output, which the explosion rate is fitted against (SPEC §3).
     pub fn dense_layers_after(&self) -> Vec<usize> {
         let n = self.num_layers();
-        let on_path = |node: &Node<T>| matches!(node.op, Op::Dense(i) if !self.dense_is_shortcut[i]);
-        let per_layer: Vec<usize> = (1..=n).map(|l| self.nodes[self.nodes_of_layers(l, l)].iter().filter(|nd| on_path(nd)).count()).collect();
+        let on_path =
+            |node: &Node<T>| matches!(node.op, Op::Dense(i) if !self.dense_is_shortcut[i]);
+        let per_layer: Vec<usize> = (1..=n)
+            .map(|l| {
+                self.nodes[self.nodes_of_layers(l, l)]
+                    .iter()
+                    .filter(|nd| on_path(nd))
+                    .count()
+            })
+            .collect();
         (0..=n).map(|i| per_layer[i..].iter().sum()).collect()
     }
 
@@ -295,7 +391,10 @@ impl<T: Float> Network<T> {
             return None;
         }
         match self.nodes[self.nodes_of_layers(l, l)] {
-            [Node { op: Op::Activation(a), .. }] => Some(a),
+            [Node {
+                op: Op::Activation(a),
+                ..
+            }] => Some(a),
             _ => None,
         }
     }
@@ -352,7 +451,10 @@ impl<T: Float> Network<T> {
         let n = self.num_layers() as i64;
         let p = if point < 0 { point + n + 1 } else { point };
         if p < 0 || p > n {
-            return invalid!("{what}={point} is out of range: this network has points 0..={n} (or -{}..=-1)", n + 1);
+            return invalid!(
+                "{what}={point} is out of range: this network has points 0..={n} (or -{}..=-1)",
+                n + 1
+            );
         }
         Ok(p as usize)
     }
@@ -364,7 +466,10 @@ mod tests {
     use ndarray::array;
 
     fn dense(d_out: usize, d_in: usize) -> Layer<f64> {
-        Layer::Dense(DenseParams { weight: Array2::ones((d_out, d_in)), bias: None })
+        Layer::Dense(DenseParams {
+            weight: Array2::ones((d_out, d_in)),
+            bias: None,
+        })
     }
 
     #[test]
@@ -372,8 +477,19 @@ mod tests {
         let net = Network::new(vec![
             Layer::Activation(Activation::Tanh),
             dense(4, 3),
-            Layer::Residual { body: vec![dense(4, 4), Layer::Activation(Activation::Relu)], alpha: 0.5, shortcut: None },
-            Layer::Residual { body: vec![dense(2, 4)], alpha: 1.0, shortcut: Some(DenseParams { weight: Array2::ones((2, 4)), bias: None }) },
+            Layer::Residual {
+                body: vec![dense(4, 4), Layer::Activation(Activation::Relu)],
+                alpha: 0.5,
+                shortcut: None,
+            },
+            Layer::Residual {
+                body: vec![dense(2, 4)],
+                alpha: 1.0,
+                shortcut: Some(DenseParams {
+                    weight: Array2::ones((2, 4)),
+                    bias: None,
+                }),
+            },
         ])
         .unwrap();
         assert_eq!(net.num_layers(), 4);
@@ -392,11 +508,20 @@ mod tests {
         assert!(format!("{err}").contains("layers[1] (Dense)"), "{err}");
         let err = Network::new(vec![
             dense(4, 3),
-            Layer::Residual { body: vec![dense(2, 4)], alpha: 1.0, shortcut: None },
+            Layer::Residual {
+                body: vec![dense(2, 4)],
+                alpha: 1.0,
+                shortcut: None,
+            },
         ])
         .unwrap_err();
         assert!(format!("{err}").contains("layers[1] (Residual)"), "{err}");
-        let err = Network::new(vec![Layer::LayerNorm(NormParams { eps: 1e-5, weight: Some(array![1.0, 2.0]), bias: Some(array![1.0]) })]).unwrap_err();
+        let err = Network::new(vec![Layer::LayerNorm(NormParams {
+            eps: 1e-5,
+            weight: Some(array![1.0, 2.0]),
+            bias: Some(array![1.0]),
+        })])
+        .unwrap_err();
         assert!(format!("{err}").contains("bias"), "{err}");
     }
 
@@ -404,7 +529,11 @@ mod tests {
     fn non_finite_weights_are_rejected() {
         let mut w = Array2::ones((2, 2));
         w[[1, 0]] = f64::NAN;
-        let err = Network::new(vec![Layer::Dense(DenseParams { weight: w, bias: None })]).unwrap_err();
+        let err = Network::new(vec![Layer::Dense(DenseParams {
+            weight: w,
+            bias: None,
+        })])
+        .unwrap_err();
         assert!(format!("{err}").contains("non-finite"));
     }
 }

@@ -30,7 +30,9 @@ fn build_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 /// The pool every parallel computation of gsc_core runs in.
@@ -52,7 +54,9 @@ fn poisoned() -> CoreError {
 /// Uses `n >= 1` threads from now on (calls already running keep their pool).
 pub fn set_num_threads(n: usize) -> Result<()> {
     if n == 0 {
-        return Err(CoreError::Invalid("set_num_threads: n must be at least 1, got 0".into()));
+        return Err(CoreError::Invalid(
+            "set_num_threads: n must be at least 1, got 0".into(),
+        ));
     }
     let new = build_pool(n)?;
     *pool_slot().write().map_err(|_| poisoned())? = Some(new);

@@ -29,7 +29,10 @@ pub struct Exponents {
 
 impl Exponents {
     pub fn new(batch: usize, shared: bool) -> Self {
-        Exponents { per_sample: vec![0; batch], shared }
+        Exponents {
+            per_sample: vec![0; batch],
+            shared,
+        }
     }
 
     pub fn all_zero(&self) -> bool {
@@ -92,7 +95,11 @@ fn max_abs_slice<T: Float>(values: &[T]) -> T {
 
 /// `ln(sum of squares)` of each sample's `K` rows, plus the sample's exponent: the log of the
 /// true squared norm. `-inf` for an all-zero sample.
-pub fn log_sq_norms<T: Float>(block: ndarray::ArrayView2<T>, k: usize, exps: &Exponents) -> Vec<f64> {
+pub fn log_sq_norms<T: Float>(
+    block: ndarray::ArrayView2<T>,
+    k: usize,
+    exps: &Exponents,
+) -> Vec<f64> {
     block
         .axis_chunks_iter(Axis(0), k)
         .into_par_iter()
@@ -151,12 +158,18 @@ pub fn log_sum_squares_slice<T: Float>(values: &[T]) -> f64 {
 pub fn log_sum_squares<T: Float>(values: impl Iterator<Item = T> + Clone) -> f64 {
     let m = values.clone().fold(0.0f64, |a, v| a.max(v.as_f64().abs()));
     if m == 0.0 || !m.is_finite() {
-        return if m == 0.0 { f64::NEG_INFINITY } else { m.ln() * 2.0 };
+        return if m == 0.0 {
+            f64::NEG_INFINITY
+        } else {
+            m.ln() * 2.0
+        };
     }
-    let s: f64 = values.map(|v| {
-        let r = v.as_f64() / m;
-        r * r
-    }).sum();
+    let s: f64 = values
+        .map(|v| {
+            let r = v.as_f64() / m;
+            r * r
+        })
+        .sum();
     2.0 * m.ln() + s.ln()
 }
 
@@ -201,8 +214,13 @@ mod tests {
     #[test]
     fn log_sum_squares_survives_extremes() {
         let v = [1e200f64, 1e200];
-        assert!((log_sum_squares(v.iter().copied()) - (2.0 * 1e200f64.ln() + 2f64.ln())).abs() < 1e-12);
-        assert_eq!(log_sum_squares([0.0f64, 0.0].iter().copied()), f64::NEG_INFINITY);
+        assert!(
+            (log_sum_squares(v.iter().copied()) - (2.0 * 1e200f64.ln() + 2f64.ln())).abs() < 1e-12
+        );
+        assert_eq!(
+            log_sum_squares([0.0f64, 0.0].iter().copied()),
+            f64::NEG_INFINITY
+        );
         assert_eq!(log_add_exp(f64::NEG_INFINITY, 1.5), 1.5);
         assert!((log_add_exp(0.0, 0.0) - 2f64.ln()).abs() < 1e-15);
     }

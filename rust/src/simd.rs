@@ -195,7 +195,16 @@ mod tests {
         let mut v: Vec<f64> = (-40_000..=40_000).map(|i| i as f64 * 1e-3).collect();
         v.extend((1..=300).map(|e| 10f64.powi(-e)));
         v.extend((1..=300).map(|e| -(10f64.powi(-e))));
-        v.extend([0.0, -0.0, 350.0, -350.0, 1e300, -1e300, f64::MIN_POSITIVE, 5e-324]);
+        v.extend([
+            0.0,
+            -0.0,
+            350.0,
+            -350.0,
+            1e300,
+            -1e300,
+            f64::MIN_POSITIVE,
+            5e-324,
+        ]);
         v
     }
 
@@ -204,8 +213,16 @@ mod tests {
         let z = grid();
         let mut t = vec![0.0; z.len()];
         tanh_f64(&z, &mut t);
-        let worst = z.iter().zip(&t).map(|(&z, &t)| ulps(t, z.tanh())).fold(0.0, f64::max);
-        assert!(worst <= 2.0, "worst tanh error {worst} ulp at level {:?}", level());
+        let worst = z
+            .iter()
+            .zip(&t)
+            .map(|(&z, &t)| ulps(t, z.tanh()))
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 2.0,
+            "worst tanh error {worst} ulp at level {:?}",
+            level()
+        );
         // the scalar kernel agrees with the dispatched one bit for bit (same operations)
         let scalar: Vec<f64> = z.iter().map(|&z| tanh_and_derivative(z).0).collect();
         assert_eq!(scalar, t);
@@ -217,7 +234,11 @@ mod tests {
         let mut d = vec![0.0; z.len()];
         tanh_derivative_f64(&z, &mut d);
         for (&z, &d) in z.iter().zip(&d) {
-            let exact = if z.abs() > 300.0 { 0.0 } else { 1.0 / z.cosh().powi(2) };
+            let exact = if z.abs() > 300.0 {
+                0.0
+            } else {
+                1.0 / z.cosh().powi(2)
+            };
             if exact == 0.0 {
                 assert!(d < 1e-300, "{z}: {d}");
             } else if exact > 1e-300 {
@@ -233,7 +254,8 @@ mod tests {
         apply(tanh_f64, &z, &mut t);
         for (&z, &t) in z.iter().zip(&t) {
             let exact = (z as f64).tanh();
-            let spacing = f32::from_bits((exact.abs() as f32).to_bits() + 1) as f64 - (exact.abs() as f32) as f64;
+            let spacing = f32::from_bits((exact.abs() as f32).to_bits() + 1) as f64
+                - (exact.abs() as f32) as f64;
             assert!((t as f64 - exact).abs() <= spacing, "{z}: {t} vs {exact}");
         }
     }
