@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 echo "== installing Python dependencies"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check "maturin>=1.9.4,<2" "numpy>=1.22" "pytest>=7" "hypothesis>=6"
+.venv/bin/python -m pip install -q --disable-pip-version-check "maturin>=1.9.4,<2" "numpy>=1.22" "pytest>=7" "hypothesis>=6" "mypy>=1.18"
 echo "== building gsc_core (release)"
 .venv/bin/maturin develop --release -q
 .venv/bin/python -c "import gsc_core; print('gsc_core', gsc_core.__version__, 'ready,', gsc_core.get_num_threads(), 'threads')"

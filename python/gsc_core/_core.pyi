@@ -1,14 +1,30 @@
 """Type stubs of the private native module ``gsc_core._core`` (use the public ``gsc_core`` API)."""
 
-from typing import Any, Optional
+from typing import Any, Optional, final
 
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "Network",
+    "set_num_threads",
+    "get_num_threads",
+    "_panic_for_testing",
+    "__version__",
+    "theory_length_map",
+    "theory_fixed_point",
+    "theory_chi1",
+    "theory_edge_of_chaos",
+    "theory_mean_field",
+    "theory_correlation_map",
+    "theory_gaussian_expectations",
+    "theory_bivariate_expectations",
+]
 __version__: str
 
 _F = npt.NDArray[np.floating[Any]]
 
+@final
 class Network:
     """A validated network in one dtype, built by ``gsc_core.Network`` from layer spec tuples."""
 
