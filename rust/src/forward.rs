@@ -93,7 +93,10 @@ pub fn forward<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Res
         stop.check()?;
         let input = values[node.input].view();
         let (out, st) = match node.op {
-            Op::Dense(i) => (kernels::dense_forward(input, &net.dense[i]), None),
+            Op::Dense(i) => (
+                kernels::dense_forward(input, &net.dense[i], net.dense_t[i].view()),
+                None,
+            ),
             Op::Activation(a) => (kernels::activation_forward(a, input), None),
             Op::LayerNorm(i) => {
                 let (y, s) = kernels::layernorm_forward(input, &net.norms[i]);

@@ -57,7 +57,7 @@ pub fn jvp<T: Float>(
                 .ok_or_else(|| CoreError::Internal("missing statistics".into()))
         };
         let mut out = match node.op {
-            Op::Dense(i) => kernels::matmul_rows(t, net.dense[i].weight.t()),
+            Op::Dense(i) => kernels::matmul_rows(t, net.dense_t[i].view()),
             Op::Activation(a) => kernels::activation_tangent(a, input, k, t),
             Op::LayerNorm(i) => kernels::layernorm_tangent(
                 input,

@@ -4,8 +4,7 @@
 //! (a `(B, K, d)` array seen as `(B * K, d)`). Trace values have one row per sample.
 //! Every loop is split by [`rows_per_task`], which depends only on shapes (see `parallel`).
 
-use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, Axis, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView1, ArrayView2, ArrayViewMut2, Axis, Zip};
 use rayon::prelude::*;
 
 use crate::activation::Activation;
@@ -45,10 +44,102 @@ impl<T: Float> NormStats<T> {
     }
 }
 
+// ---------------------------------------------------------------- GEMM
+
+/// `c = a @ b + beta * c` on one thread (callers parallelise over fixed row tiles), any strides.
+///
+/// The `gemm` crate (AVX-512/AVX2 kernels chosen at run time) is about twice as fast here as
+/// ndarray's matrixmultiply (benches/gemm_shootout). Products it would hand to its gemv or
+/// small-product kernels (one row or column, or at most 256 outputs) are zero-padded into its
+/// general kernel, so a row's bits never depend on how many rows share the call — which is what
+/// makes results independent of the tiling, hence of the thread count.
+pub fn gemm<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mut c: ArrayViewMut2<T>) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    assert!(
+        b.nrows() == k && c.dim() == (m, n),
+        "gemm: inconsistent shapes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        c.mapv_inplace(|v| {
+            if beta == T::zero() {
+                T::zero()
+            } else {
+                v * beta
+            }
+        });
+        return;
+    }
+    let n_padded = n.max(2);
+    let m_padded = m.max(3).max(256 / n_padded + 1);
+    if (m_padded, n_padded) == (m, n) {
+        return gemm_unpadded(a, b, beta, c);
+    }
+    let mut ap = Array2::zeros((m_padded, k));
+    ap.slice_mut(s![..m, ..]).assign(&a);
+    let bp = (n_padded != n).then(|| {
+        let mut x = Array2::zeros((k, n_padded));
+        x.slice_mut(s![.., ..n]).assign(&b);
+        x
+    });
+    let mut cp = Array2::zeros((m_padded, n_padded));
+    if beta != T::zero() {
+        cp.slice_mut(s![..m, ..n]).assign(&c);
+    }
+    gemm_unpadded(
+        ap.view(),
+        bp.as_ref().map_or(b, |x| x.view()),
+        beta,
+        cp.view_mut(),
+    );
+    c.assign(&cp.slice(s![..m, ..n]));
+}
+
+fn gemm_unpadded<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mut c: ArrayViewMut2<T>) {
+    let (m, k) = a.dim();
+    let n = b.ncols();
+    let (a_rs, a_cs) = (a.strides()[0], a.strides()[1]);
+    let (b_rs, b_cs) = (b.strides()[0], b.strides()[1]);
+    let (c_rs, c_cs) = (c.strides()[0], c.strides()[1]);
+    // SAFETY: each pointer is element [0, 0] of a view whose shape and strides (in elements) are
+    // passed with it; `c` is a unique borrow, so it aliases neither `a` nor `b`. gemm's `alpha`
+    // scales the destination (read only when `beta != 0`), its `beta` scales the product.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            c_cs,
+            c_rs,
+            beta != T::zero(),
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            beta,
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 // ---------------------------------------------------------------- Dense
 
-/// `y = x @ W.T + b`.
-pub fn dense_forward<T: Float>(x: ArrayView2<T>, p: &DenseParams<T>) -> Array2<T> {
+/// `y = x @ W.T + b`, with `weight_t = W.T` stored contiguously (the faster operand layout).
+pub fn dense_forward<T: Float>(
+    x: ArrayView2<T>,
+    p: &DenseParams<T>,
+    weight_t: ArrayView2<T>,
+) -> Array2<T> {
     let (d_out, d_in) = p.weight.dim();
     let mut y = Array2::zeros((x.nrows(), d_out));
     for_row_chunks(
@@ -63,7 +154,7 @@ pub fn dense_forward<T: Float>(x: ArrayView2<T>, p: &DenseParams<T>) -> Array2<T
                 }
                 None => T::zero(),
             };
-            general_mat_mul(T::one(), &xc, &p.weight.t(), beta, &mut yc);
+            gemm(xc, weight_t, beta, yc);
         },
     );
     y
@@ -75,9 +166,9 @@ pub fn matmul_rows<T: Float>(block: ArrayView2<T>, m: ArrayView2<T>) -> Array2<T
     for_row_chunks(
         out.view_mut(),
         rows_per_task(m.nrows().max(m.ncols()), 1),
-        |start, mut oc| {
+        |start, oc| {
             let bc = block.slice(s![start..start + oc.nrows(), ..]);
-            general_mat_mul(T::one(), &bc, &m, T::zero(), &mut oc);
+            gemm(bc, m, T::zero(), oc);
         },
     );
     out
@@ -96,8 +187,8 @@ pub fn dense_param_grads<T: Float>(
     let d_out = g.ncols();
     let mut dw = Array3::zeros((k, d_out, d_in));
     let mut db = with_bias.then(|| Array2::zeros((k, d_out)));
-    // Output rows per task: about 2M multiply-adds each, a multiple of 8 rows.
-    let rows = ((1usize << 21) / (d_in * batch).max(1)).div_ceil(8).max(1) * 8;
+    // Output rows per task: about 4M multiply-adds each, a multiple of 8 rows.
+    let rows = ((1usize << 22) / (d_in * batch).max(1)).div_ceil(8).max(1) * 8;
     let mut tasks = Vec::new();
     for (kk, mut rest) in dw.outer_iter_mut().enumerate() {
         let mut o0 = 0;
@@ -109,9 +200,9 @@ pub fn dense_param_grads<T: Float>(
             rest = tail;
         }
     }
-    tasks.into_par_iter().for_each(|(kk, o0, mut dw_c)| {
+    tasks.into_par_iter().for_each(|(kk, o0, dw_c)| {
         let gk = g.slice(s![kk..;k, o0..o0 + dw_c.nrows()]);
-        general_mat_mul(T::one(), &gk.t(), &x, T::zero(), &mut dw_c);
+        gemm(gk.t(), x, T::zero(), dw_c);
     });
     if let Some(db) = db.as_mut() {
         db.outer_iter_mut()

@@ -93,6 +93,8 @@ pub struct Network<T> {
     pub dense: Vec<DenseParams<T>>,
     /// Whether each Dense layer is a residual shortcut projection.
     pub dense_is_shortcut: Vec<bool>,
+    /// `weight.T` of every Dense layer, contiguous: the fast operand layout for `x @ W.T`.
+    pub dense_t: Vec<Array2<T>>,
     pub norms: Vec<NormParams<T>>,
     /// `point_slots[i]` holds `p_i`, `i = 0..=N`.
     pub point_slots: Vec<Slot>,
@@ -347,6 +349,11 @@ impl<T: Float> Network<T> {
             .collect();
         Ok(Network {
             nodes: c.nodes,
+            dense_t: c
+                .dense
+                .iter()
+                .map(|p| p.weight.t().as_standard_layout().into_owned())
+                .collect(),
             dense: c.dense,
             dense_is_shortcut: c.dense_is_shortcut,
             norms: c.norms,
