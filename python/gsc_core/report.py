@@ -53,13 +53,24 @@ class Report:
     dilution: np.ndarray
     spectrum: Optional[np.ndarray]
     spectrum_summary: Optional[dict]
-    theory: Optional[dict]
     notes: list = field(default_factory=list)
+    # What the mean-field predictions need (cheap statistics of the input); `theory` computes the
+    # predictions on first access, so sweeps that never look at them do not pay for the integrals.
+    _theory_inputs: Optional[dict] = field(default=None, repr=False, compare=False)
+    _theory_cache: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def theory(self) -> Optional[dict]:
+        """Mean-field predictions (see :func:`_theory_from`), or None where mean field does not apply."""
+        if self._theory_cache is None:
+            self._theory_cache = (_theory_from(self._theory_inputs),) if self._theory_inputs is not None else (None,)
+        return self._theory_cache[0]
 
     # ------------------------------------------------------------------ output
     def to_dict(self) -> dict:
         """Plain floats and lists (JSON-serialisable; non-finite floats become ``None``)."""
-        return _plain({k: getattr(self, k) for k in self.__dataclass_fields__})
+        fields = {k: getattr(self, k) for k in self.__dataclass_fields__ if not k.startswith("_")}
+        return _plain({**fields, "theory": self.theory, "verdict": self.verdict()})
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
@@ -111,6 +122,17 @@ class Report:
                          f"q*={t['q_star']:.4g}, chi_1={t['chi1']:.4g}, predicted GSC factor per layer sqrt(chi_1)={t['gsc_factor']:.4g}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+    def plot(self, kind: str = "overview", net: Optional[Network] = None, **kwargs: Any) -> Any:
+        """A matplotlib figure of this report (needs ``pip install "gsc-core[plot]"``); see
+        :mod:`gsc_core.plot`. ``kind``: ``"overview"`` (GSC, pre-activation std, sign diversity and
+        the spectrum on four panels), ``"gsc"``, ``"domain"``, ``"spectrum"`` or ``"theory"``. Pass
+        the analysed ``net`` to place Activation layers at their compositional depth; other keyword
+        arguments (``fig``, ``label``, ...) go to the plotting function.
+        Save with ``report.plot().savefig("report.png")``."""
+        from . import plot as _plot
+
+        return _plot.plot_report(self, kind, net=net, **kwargs)
 
     def __repr__(self) -> str:
         return (f"Report(points={len(self.gsc)}, mode={self.mode!r}, gsc[0]={self.gsc[0]:.4g}, "
@@ -198,12 +220,34 @@ def analyze(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = 
         dilution=np.asarray(prof["dilution"], dtype=np.float64),
         spectrum=spec,
         spectrum_summary=summ,
-        theory=_theory_or_none(net, xa),
         notes=notes,
+        _theory_inputs=_theory_inputs(net, xa),
     )
 
 
-def _theory(net: Network, x: np.ndarray) -> Optional[dict]:
+def _theory_inputs(net: Network, x: np.ndarray) -> Optional[dict]:
+    """The network's provenance and the input statistics mean field starts from, or None for
+    networks mean field does not describe (only plain MLPs with Gaussian weights built by ``mlp``)."""
+    info = getattr(net, "_build_info", None)
+    if not info or info["kind"] != "mlp" or info["norm"] is not None or info["init"] not in ("gaussian", "lecun", "he"):
+        return None
+    x64 = x.astype(np.float64)
+    batch, d_in = x64.shape
+    sq = np.sum(x64**2, axis=1)
+    total = np.sum(x64, axis=0)
+    return {
+        "activation": info["activation"],
+        "sigma_w2": info["gain"] ** 2 * (2.0 if info["init"] == "he" else 1.0),
+        "sigma_b2": info["sigma_b"] ** 2,
+        "hidden": info["depth"] - 1,
+        "batch": batch,
+        "q0": float(np.mean(sq) / d_in),
+        # mean over pairs a != b of x_a . x_b / d_in
+        "pair_mean": float((total @ total - np.sum(sq)) / (batch * (batch - 1) * d_in)) if batch > 1 else 0.0,
+    }
+
+
+def _theory_from(inputs: dict) -> Optional[dict]:
     """Mean-field predictions (SPEC §6) for plain MLPs with Gaussian weights built by ``mlp``.
 
     ``q[l]``, ``pre_activation_std = sqrt(q[l])`` (SPEC) and ``chi[l]`` along the length map for
@@ -213,19 +257,10 @@ def _theory(net: Network, x: np.ndarray) -> Optional[dict]:
     per-unit std over a batch (``Report.pre_activation_std``) measures — correlated samples share
     part of their variance. ``gsc_factor = sqrt(chi_1)``; ``mean_sq_singular_value = chi_1^L``.
     """
-    info = getattr(net, "_build_info", None)
-    if not info or info["kind"] != "mlp" or info["norm"] is not None or info["init"] not in ("gaussian", "lecun", "he"):
-        return None
     from . import theory
 
-    act = info["activation"]
-    sigma_w2 = info["gain"] ** 2 * (2.0 if info["init"] == "he" else 1.0)
-    sigma_b2 = info["sigma_b"] ** 2
-    x64 = x.astype(np.float64)
-    batch, d_in = x64.shape
-    sq = np.sum(x64**2, axis=1)
-    q0 = float(np.mean(sq) / d_in)
-    hidden = info["depth"] - 1
+    act, sigma_w2, sigma_b2 = inputs["activation"], inputs["sigma_w2"], inputs["sigma_b2"]
+    hidden, batch, q0 = inputs["hidden"], inputs["batch"], inputs["q0"]
     try:
         q = np.asarray(theory.length_map(act, sigma_w2, sigma_b2, q0, hidden), dtype=np.float64) if hidden > 0 else np.zeros(0)
         chi = np.asarray(theory.chi1_map(act, sigma_w2, sigma_b2, q0, hidden), dtype=np.float64) if hidden > 0 else np.zeros(0)
@@ -251,9 +286,7 @@ def _theory(net: Network, x: np.ndarray) -> Optional[dict]:
         "pre_activation_std_batch": None,
     }
     if hidden > 0 and batch > 1 and np.all((q > 0) & np.isfinite(q)):
-        total = np.sum(x64, axis=0)
-        pair_mean = (total @ total - np.sum(sq)) / (batch * (batch - 1) * d_in)
-        c = [min(1.0, max(-1.0, (sigma_w2 * pair_mean + sigma_b2) / q[0]))]
+        c = [min(1.0, max(-1.0, (sigma_w2 * inputs["pair_mean"] + sigma_b2) / q[0]))]
         try:
             for l in range(1, hidden):
                 nxt = theory.correlation_map(act, sigma_w2, sigma_b2, c[-1], q=q[l - 1]) * q[l - 1] / q[l]
@@ -264,11 +297,3 @@ def _theory(net: Network, x: np.ndarray) -> Optional[dict]:
         out["c"] = c_arr
         out["pre_activation_std_batch"] = np.sqrt(q * (1 - c_arr) * (1 - 1 / batch))
     return out
-
-
-def _theory_or_none(net: Network, x: np.ndarray) -> Optional[dict]:
-    try:
-        from . import theory  # noqa: F401
-    except ImportError:  # pragma: no cover - theory module being written
-        return None
-    return _theory(net, x)
