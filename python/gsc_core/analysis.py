@@ -283,7 +283,10 @@ def _fit_explosion(logs: np.ndarray, dense_after: np.ndarray) -> tuple[float, fl
     n = np.asarray(dense_after, dtype=np.float64)[keep]
     if keep.sum() < 2 or np.ptp(n) == 0:
         return float("nan"), float("nan")
-    slope, intercept = np.polyfit(n, logs[keep], 1)
+    # closed form (np.polyfit's LAPACK call would wake BLAS threads that then spin)
+    y = logs[keep]
+    slope = float(np.sum((n - n.mean()) * (y - y.mean())) / np.sum((n - n.mean()) ** 2))
+    intercept = float(y.mean() - slope * n.mean())
     with np.errstate(over="ignore"):
         return float(np.exp(slope)), float(np.exp(intercept))
 

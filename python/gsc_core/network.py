@@ -116,6 +116,32 @@ class Network:
         self._layers = [_frozen_copy(layer, self._dtype) for layer in layers]
         self._build_info: Optional[dict] = None  # set by gsc_core.mlp / resnet
 
+    # ------------------------------------------------------------------ other sources
+    @classmethod
+    def from_torch(cls, module: Any, dtype: Any = None) -> "Network":
+        """The network of a PyTorch ``nn.Sequential`` (or single module) of ``Linear``, activation
+        modules (``ReLU``, ``LeakyReLU``, ``ELU``, ``SELU``, ``GELU``, ``SiLU``, ``Tanh``,
+        ``Sigmoid``, ``Softplus``, ``Identity``), ``LayerNorm``, ``BatchNorm1d`` (batch statistics,
+        as in training mode) and :class:`gsc_core.torch_interop.Residual` blocks; nested
+        ``Sequential`` containers are flattened. Anything else raises ``ValueError`` naming the
+        module. ``dtype`` defaults to float64 for float64 parameters, else float32. The weights are
+        copied. See :func:`gsc_core.torch_interop.from_torch`."""
+        from .torch_interop import from_torch
+
+        return from_torch(module, dtype=dtype)
+
+    @classmethod
+    def from_arrays(cls, weights: Sequence[Any], biases: Any = None, activation: Any = "relu", dtype: Any = "float64", layout: str = "out_in") -> "Network":
+        """An MLP from weight matrices from anywhere: ``Dense(W_1, b_1), act, ..., act, Dense(W_L, b_L)``
+        (no activation after the last). ``weights[k]`` has shape ``(d_out, d_in)`` (PyTorch layout;
+        ``layout="in_out"`` for ``(d_in, d_out)`` kernels as in Keras, JAX/Flax); ``biases`` is
+        ``None`` or a list with an array or ``None`` per layer; ``activation`` a name, an
+        :class:`Activation`, or a list of ``len(weights) - 1`` of them.
+        See :func:`gsc_core.torch_interop.from_arrays`."""
+        from .torch_interop import from_arrays
+
+        return from_arrays(weights, biases, activation=activation, dtype=dtype, layout=layout)
+
     # ------------------------------------------------------------------ description
     @property
     def layers(self) -> list[Layer]:

@@ -5,7 +5,7 @@
 //! Everything is returned as natural logs of norms, so nothing overflows however deep the network
 //! (see [`crate::scale`]); the Python layer composes them into the GSC (`gsc_core/analysis.py`).
 
-use ndarray::{s, Array1, Array2, Array3, ArrayView2, Axis, Zip};
+use ndarray::{s, Array1, Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
 
 use crate::backward::{vjp, VjpOptions};
@@ -17,7 +17,7 @@ use crate::jacobian::{for_sample_tiles, require_per_sample, tile_row_log_sq_norm
 use crate::jvp::jvp;
 use crate::loss::{self, Loss, Targets};
 use crate::network::{Network, Op};
-use crate::scale::{log_add_exp, log_sum_exp, log_sum_squares, Exponents};
+use crate::scale::{log_add_exp, log_sum_exp, log_sum_squares_of, Exponents};
 
 /// Per-unit statistics of every Activation layer's input `Z` (`B x d`), depth-first (SPEC §4).
 #[derive(Debug, Clone)]
@@ -29,35 +29,53 @@ pub struct PreactivationStats {
 }
 
 pub fn preactivation_stats<T: Float>(net: &Network<T>, trace: &Trace<T>) -> PreactivationStats {
-    let mut unit_std = Vec::new();
-    let mut unit_sign_diversity = Vec::new();
-    for &slot in &net.pre_activation_slots {
-        let z = trace.values[slot].view();
-        let batch = z.nrows() as f64;
-        let mut std = Array1::zeros(z.ncols());
-        let mut sign = Array1::zeros(z.ncols());
-        Zip::from(&mut std)
-            .and(&mut sign)
-            .and(z.columns())
-            .par_for_each(|s, d, col| {
-                let mean = col.iter().map(|v| v.as_f64()).sum::<f64>() / batch;
-                let var = col.iter().map(|v| (v.as_f64() - mean).powi(2)).sum::<f64>() / batch;
-                *s = var.sqrt();
-                let pos = col.iter().filter(|v| **v > T::zero()).count();
-                let neg = col.iter().filter(|v| **v < T::zero()).count();
-                *d = if pos + neg == 0 {
-                    0.0
-                } else {
-                    pos.min(neg) as f64 / (pos + neg) as f64
-                };
-            });
-        unit_std.push(std);
-        unit_sign_diversity.push(sign);
-    }
+    let per_layer: Vec<(Array1<f64>, Array1<f64>)> = net
+        .pre_activation_slots
+        .par_iter()
+        .map(|&slot| unit_statistics(trace.values[slot].view()))
+        .collect();
+    let (unit_std, unit_sign_diversity) = per_layer.into_iter().unzip();
     PreactivationStats {
         unit_std,
         unit_sign_diversity,
     }
+}
+
+/// Per-unit population std and sign diversity of `z` (`B x d`), walking the rows in order (two
+/// passes: the mean, then the squared deviations), vectorised across units.
+fn unit_statistics<T: Float>(z: ArrayView2<T>) -> (Array1<f64>, Array1<f64>) {
+    let (batch, d) = z.dim();
+    let mut sum = vec![0.0f64; d];
+    let mut pos = vec![0u32; d];
+    let mut neg = vec![0u32; d];
+    for row in z.rows() {
+        for (j, &v) in row.iter().enumerate() {
+            sum[j] += v.as_f64();
+            pos[j] += (v > T::zero()) as u32;
+            neg[j] += (v < T::zero()) as u32;
+        }
+    }
+    let mean: Vec<f64> = sum.iter().map(|s| s / batch as f64).collect();
+    let mut sq = vec![0.0f64; d];
+    for row in z.rows() {
+        for (j, &v) in row.iter().enumerate() {
+            let dev = v.as_f64() - mean[j];
+            sq[j] += dev * dev;
+        }
+    }
+    let std = sq.iter().map(|s| (s / batch as f64).sqrt()).collect();
+    let sign = pos
+        .iter()
+        .zip(&neg)
+        .map(|(&p, &n)| {
+            if p + n == 0 {
+                0.0
+            } else {
+                p.min(n) as f64 / (p + n) as f64
+            }
+        })
+        .collect();
+    (std, sign)
 }
 
 /// `ln ||row||_2` of every row of `a`.
@@ -65,7 +83,7 @@ pub fn row_log_norms<T: Float>(a: ArrayView2<T>) -> Array1<f64> {
     let logs: Vec<f64> = a
         .axis_iter(Axis(0))
         .into_par_iter()
-        .map(|r| 0.5 * log_sum_squares(r.iter().copied()))
+        .map(|r| 0.5 * log_sum_squares_of(r))
         .collect();
     Array1::from(logs)
 }
@@ -86,8 +104,8 @@ pub fn dilution<T: Float>(net: &Network<T>, trace: &Trace<T>) -> Vec<f64> {
         .iter()
         .filter_map(|node| match node.op {
             Op::Add { shortcut, alpha } => {
-                let s = 0.5 * log_sum_squares(trace.values[shortcut].iter().copied());
-                let b = 0.5 * log_sum_squares(trace.values[node.input].iter().copied())
+                let s = 0.5 * log_sum_squares_of(trace.values[shortcut].view());
+                let b = 0.5 * log_sum_squares_of(trace.values[node.input].view())
                     + alpha.as_f64().abs().ln();
                 Some((s - b).exp())
             }
@@ -154,12 +172,12 @@ pub fn profile<T: Float>(
         .weights
         .iter()
         .zip(&params.exponents)
-        .map(|(w, &e)| 0.5 * log_sum_squares(w.iter().copied()) + e as f64 * ln2)
+        .map(|(w, &e)| 0.5 * log_sum_squares_of(w.view()) + e as f64 * ln2)
         .collect();
     let weight_log_norms = net
         .dense
         .iter()
-        .map(|p| 0.5 * log_sum_squares(p.weight.iter().copied()))
+        .map(|p| 0.5 * log_sum_squares_of(p.weight.view()))
         .collect();
     Ok(Profile {
         losses: losses.mapv(|l| l.as_f64()),
@@ -337,8 +355,7 @@ pub fn probe_log_sq_norms<T: Float>(
                     .into_par_iter()
                     .enumerate()
                     .map(|(r, row)| {
-                        log_sum_squares(row.iter().copied())
-                            + 2.0 * exps.per_sample[r / k] as f64 * ln2
+                        log_sum_squares_of(row) + 2.0 * exps.per_sample[r / k] as f64 * ln2
                     })
                     .collect();
                 for b in 0..batch {

@@ -13,7 +13,7 @@ use crate::forward::{forward, Trace};
 use crate::invalid;
 use crate::jvp::jvp;
 use crate::network::Network;
-use crate::scale::{log_sum_exp, log_sum_squares, log_sum_squares_slice};
+use crate::scale::{log_sum_exp, log_sum_squares_of};
 
 /// `K` identity vectors per sample: row `b*K + t` is the unit vector `e_{first + t}` of width `d`.
 pub fn identity_block<T: Float>(batch: usize, first: usize, k: usize, d: usize) -> Array2<T> {
@@ -169,10 +169,7 @@ pub fn tile_row_log_sq_norms<T: Float>(
                     let shift = 2.0 * exps.per_sample[b] as f64 * ln2;
                     for t in 0..k {
                         let row = g.row(b * k + t);
-                        let log = match row.as_slice() {
-                            Some(s) => log_sum_squares_slice(s),
-                            None => log_sum_squares(row.iter().copied()),
-                        };
+                        let log = log_sum_squares_of(row);
                         out[[i, b, first + t]] = log + shift;
                     }
                 }

@@ -42,7 +42,11 @@ impl Exponents {
     /// Rescales `block` (`K` rows per sample) where its magnitude left the safe range.
     pub fn rescale<T: Float>(&mut self, block: &mut Array2<T>, k: usize) {
         let lim = limit::<T>();
-        let needs = |m: T| m.is_finite() && m > T::zero() && (m.as_f64().log2().abs() > lim as f64);
+        let (hi, lo) = (
+            T::from_f64((lim as f64).exp2()),
+            T::from_f64((-lim as f64).exp2()),
+        );
+        let needs = |m: T| m.is_finite() && m > T::zero() && (m > hi || m < lo);
         let shift = |m: T| -> i32 { m.as_f64().log2().floor() as i32 };
         let max_abs = |rows: ndarray::ArrayView2<T>| match rows.as_slice() {
             Some(s) => max_abs_slice(s),
@@ -105,10 +109,7 @@ pub fn log_sq_norms<T: Float>(
         .into_par_iter()
         .zip(exps.per_sample.par_iter())
         .map(|(rows, &e)| {
-            let log = match rows.as_slice() {
-                Some(s) => log_sum_squares_slice(s),
-                None => log_sum_squares(rows.iter().copied()),
-            };
+            let log = log_sum_squares_of(rows);
             log + 2.0 * e as f64 * std::f64::consts::LN_2
         })
         .collect()
@@ -151,6 +152,14 @@ pub fn log_sum_squares_slice<T: Float>(values: &[T]) -> f64 {
         s.ln()
     } else {
         log_sum_squares(values.iter().copied())
+    }
+}
+
+/// `ln(sum v^2)` of any array, taking the fast slice path when its memory is contiguous.
+pub fn log_sum_squares_of<T: Float, D: ndarray::Dimension>(a: ndarray::ArrayView<'_, T, D>) -> f64 {
+    match a.as_slice_memory_order() {
+        Some(s) => log_sum_squares_slice(s),
+        None => log_sum_squares(a.iter().copied()),
     }
 }
 
