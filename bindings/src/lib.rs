@@ -272,25 +272,8 @@ fn loss_and_grad_impl<'py, T: Float + Element>(
 ) -> PyResult<Bound<'py, PyTuple>> {
     let kind = loss::Loss::from_name(loss_name).map_err(to_py_err)?;
     let x = array2::<T>(x, "x")?;
-    let values = if values.is_none() {
-        None
-    } else {
-        Some(array2::<T>(values, "y")?)
-    };
-    let classes = if classes.is_none() {
-        None
-    } else {
-        Some(
-            classes
-                .extract::<PyReadonlyArray1<'py, i64>>()
-                .map_err(|_| PyTypeError::new_err("y must be a 1-D int64 array"))?,
-        )
-    };
-    let targets = match (&values, &classes) {
-        (Some(v), _) => loss::Targets::Values(v.as_array()),
-        (None, Some(c)) => loss::Targets::Classes(c.as_array()),
-        (None, None) => loss::Targets::Zeros,
-    };
+    let (values, classes) = optional_targets::<T>(values, classes)?;
+    let targets = targets_from(&values, &classes);
     let xv = x.as_array();
     let out = run(py, |stop| {
         backward::loss_and_grad(net, xv, kind, targets, stop)
