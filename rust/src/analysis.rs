@@ -155,12 +155,11 @@ pub fn profile<T: Float>(
         n,
         0,
         opts,
-        &mut |i, g, exps| {
-            let logs = crate::scale::log_sq_norms(g, 1, exps);
+        &mut |i, _, exps| {
             grad_log_norms
                 .row_mut(i)
                 .iter_mut()
-                .zip(logs)
+                .zip(&exps.log_sq_norms)
                 .for_each(|(o, l)| *o = 0.5 * l);
             Ok(())
         },

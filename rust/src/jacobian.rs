@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use ndarray::{s, Array2, Array3, ArrayView2, Axis};
+use ndarray::{s, Array2, Array3, ArrayView2};
 use rayon::prelude::*;
 
 use crate::backward::{vjp, vjp_rows, VjpOptions};
@@ -13,7 +13,7 @@ use crate::forward::{forward, Trace};
 use crate::invalid;
 use crate::jvp::jvp;
 use crate::network::Network;
-use crate::scale::{log_sum_exp, log_sum_squares_of};
+use crate::scale::{log_add_exp, log_sum_squares_of};
 
 /// `K` identity vectors per sample: row `b*K + t` is the unit vector `e_{first + t}` of width `d`.
 pub fn identity_block<T: Float>(batch: usize, first: usize, k: usize, d: usize) -> Array2<T> {
@@ -200,6 +200,49 @@ pub fn for_sample_tiles<T: Float, R: Send>(
         .collect()
 }
 
+/// `ln ||dp_end/dp_i||_F^2` for every point `i <= end` and every sample of `rows`: shape
+/// `(end + 1, rows.len())`. Like [`tile_row_log_sq_norms`], but per sample: the norms come from
+/// the rescaling pass itself ([`crate::scale::Exponents::log_sq_norms`]).
+pub fn tile_log_sq_norms<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    rows: Range<usize>,
+    end: usize,
+    stop: &Stop,
+) -> Result<Array2<f64>> {
+    let batch = rows.len();
+    let d_end = trace.point(net, end).ncols();
+    let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
+    let (chunk, _) = tiling(batch, d_end, max_width);
+    let mut out = Array2::<f64>::from_elem((end + 1, batch), f64::NEG_INFINITY);
+    let opts = VjpOptions {
+        params: false,
+        rescale: true,
+    };
+        for first in (0..d_end).step_by(chunk) {
+        let k = chunk.min(d_end - first);
+        let seed = identity_block(batch, first, k, d_end);
+        vjp_rows(
+            net,
+            trace,
+            rows.clone(),
+            seed,
+            k,
+            end,
+            0,
+            opts,
+            &mut |i, _, exps| {
+                for (b, &log) in exps.log_sq_norms.iter().enumerate() {
+                    out[[i, b]] = log_add_exp(out[[i, b]], log);
+                }
+                Ok(())
+            },
+            stop,
+        )?;
+    }
+    Ok(out)
+}
+
 /// Per-sample `ln ||dp_end/dp_i||_F^2` for every point `i <= end`, shape `(end + 1, B)`: tiles of
 /// samples in parallel, each streaming its identity-seeded VJPs through the network in L2-sized
 /// blocks. Finite for any depth (no overflow); `-inf` only for an exactly zero Jacobian.
@@ -212,8 +255,7 @@ pub fn jacobian_log_sq_norms<T: Float>(
     require_per_sample(net, 0, end)?;
     let d_end = trace.point(net, end).ncols();
     let tiles = for_sample_tiles(trace, d_end, |rows| {
-        let per_row = tile_row_log_sq_norms(net, trace, rows, end, stop)?;
-        Ok(per_row.map_axis(Axis(2), |r| log_sum_exp(r.iter().copied())))
+        tile_log_sq_norms(net, trace, rows, end, stop)
     })?;
     let mut acc = Array2::<f64>::zeros((end + 1, trace.batch()));
     for (rows, logs) in tiles {

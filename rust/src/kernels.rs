@@ -11,6 +11,7 @@ use crate::activation::Activation;
 use crate::float::Float;
 use crate::network::{DenseParams, NormParams};
 use crate::parallel::{for_row_chunks, rows_per_task};
+use crate::simd::multiversion;
 
 /// Per-normalisation statistics saved by the forward pass: per sample (LayerNorm) or per feature
 /// (BatchNorm).
@@ -251,27 +252,50 @@ pub fn activation_tangent<T: Float>(
     let d = z.ncols();
     let mut out = Array2::zeros(block.raw_dim());
     for_row_chunks(out.view_mut(), rows_per_task(d, k), |start, mut oc| {
-        let mut slope = Array1::zeros(d);
-        for (r, mut orow) in oc.rows_mut().into_iter().enumerate() {
-            let row = start + r;
-            if row % k == 0 || r == 0 {
-                let zrow = z.row(row / k);
-                match zrow.as_slice() {
-                    Some(zs) => {
-                        act.derivative_slice(zs, slope.as_slice_mut().expect("owned vector"))
-                    }
-                    None => Zip::from(&mut slope)
-                        .and(zrow)
-                        .for_each(|s, &z| *s = act.derivative(z)),
-                }
+        let mut slope = vec![T::zero(); d];
+        // `start` is a multiple of `k`: the chunk holds whole samples.
+        for (s, mut rows) in oc.axis_chunks_iter_mut(Axis(0), k).enumerate() {
+            let sample = start / k + s;
+            let zrow = z.row(sample);
+            match zrow.as_slice() {
+                Some(zs) => act.derivative_slice(zs, &mut slope),
+                None => slope
+                    .iter_mut()
+                    .zip(zrow)
+                    .for_each(|(s, &z)| *s = act.derivative(z)),
             }
-            Zip::from(&mut orow)
-                .and(block.row(row))
-                .and(&slope)
-                .for_each(|o, &g, &s| *o = g * s);
+            let g = block.slice(s![sample * k..sample * k + rows.nrows(), ..]);
+            match (rows.as_slice_mut(), g.as_slice()) {
+                (Some(o), Some(g)) => scale_rows(o, g, &slope),
+                _ => Zip::from(rows.rows_mut())
+                    .and(g.rows())
+                    .for_each(|mut o, g| {
+                        Zip::from(&mut o)
+                            .and(g)
+                            .and(&slope)
+                            .for_each(|o, &g, &s| *o = g * s)
+                    }),
+            }
         }
     });
     out
+}
+
+multiversion!(
+    /// `out[r * d + j] = g[r * d + j] * slope[j]` for every row `r` (`d = slope.len()`).
+    fn scale_rows<T: Float>(out: &mut [T], g: &[T], slope: &[T]) -> () = scale_rows_kernel
+);
+
+#[inline(always)]
+fn scale_rows_kernel<T: Float>(out: &mut [T], g: &[T], slope: &[T]) {
+    for (o, g) in out
+        .chunks_exact_mut(slope.len())
+        .zip(g.chunks_exact(slope.len()))
+    {
+        for ((o, &g), &s) in o.iter_mut().zip(g).zip(slope) {
+            *o = g * s;
+        }
+    }
 }
 
 // ---------------------------------------------------------------- LayerNorm

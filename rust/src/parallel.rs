@@ -13,7 +13,7 @@ use crate::error::{CoreError, Result};
 use crate::float::Float;
 
 /// Target number of elements one parallel task touches.
-const TASK_ELEMENTS: usize = 16 * 1024;
+pub const TASK_ELEMENTS: usize = 16 * 1024;
 
 fn pool_slot() -> &'static RwLock<Option<Arc<rayon::ThreadPool>>> {
     static POOL: OnceLock<RwLock<Option<Arc<rayon::ThreadPool>>>> = OnceLock::new();

@@ -5,10 +5,13 @@
 //! a BatchNorm couples them). Multiplying by a power of two is exact, so rescaling changes no
 //! digit of the result; it only moves the exponent out of the floating-point number.
 
-use ndarray::{Array2, Axis};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2, Axis};
+
+use crate::parallel::TASK_ELEMENTS as PARALLEL_ELEMENTS;
 use rayon::prelude::*;
 
 use crate::float::Float;
+use crate::simd::multiversion;
 
 /// Rescale when a sample's largest magnitude leaves `[2^-LIMIT, 2^LIMIT]`.
 fn limit<T: Float>() -> i32 {
@@ -19,12 +22,16 @@ fn limit<T: Float>() -> i32 {
     }
 }
 
-/// Per-sample base-2 exponents of a block of `K` rows per sample.
+/// Per-sample base-2 exponents of a block of `K` rows per sample, and the log squared norms
+/// the last [`Exponents::rescale`] measured.
 #[derive(Debug, Clone)]
 pub struct Exponents {
     pub per_sample: Vec<i32>,
     /// Whether samples are scaled together (when a BatchNorm couples them).
     pub shared: bool,
+    /// `ln` of each sample's true squared norm (its `K` rows, exponent included), as measured by
+    /// the last `rescale`: the pass that decides the scale also gives the norms, for free.
+    pub log_sq_norms: Vec<f64>,
 }
 
 impl Exponents {
@@ -32,6 +39,7 @@ impl Exponents {
         Exponents {
             per_sample: vec![0; batch],
             shared,
+            log_sq_norms: vec![f64::NAN; batch],
         }
     }
 
@@ -39,51 +47,99 @@ impl Exponents {
         self.per_sample.iter().all(|&e| e == 0)
     }
 
-    /// Rescales `block` (`K` rows per sample) where its magnitude left the safe range.
+    /// Rescales `block` (`K` rows per sample) where its magnitude left the safe range, and
+    /// records each sample's log squared norm.
+    ///
+    /// One float64 sum of squares per sample decides: a sum in `[2^-2L, 2^2L]` (or zero) needs no
+    /// scaling. Otherwise the sample's largest magnitude `m` sets the exponent `floor(log2 m)`
+    /// and the rows are multiplied by its inverse power of two (exact).
     pub fn rescale<T: Float>(&mut self, block: &mut Array2<T>, k: usize) {
         let lim = limit::<T>();
+        let (lo2, hi2) = (((-2 * lim) as f64).exp2(), ((2 * lim) as f64).exp2());
+        let fits = |s: f64| s == 0.0 || (lo2..=hi2).contains(&s);
         let (hi, lo) = (
             T::from_f64((lim as f64).exp2()),
             T::from_f64((-lim as f64).exp2()),
         );
         let needs = |m: T| m.is_finite() && m > T::zero() && (m > hi || m < lo);
         let shift = |m: T| -> i32 { m.as_f64().log2().floor() as i32 };
-        let max_abs = |rows: ndarray::ArrayView2<T>| match rows.as_slice() {
+        let sum_sq = |rows: ArrayView2<T>| match rows.as_slice() {
+            Some(s) => sum_squares(s),
+            None => rows.iter().map(|&v| v.as_f64() * v.as_f64()).sum(),
+        };
+        let max_abs = |rows: ArrayView2<T>| match rows.as_slice() {
             Some(s) => max_abs_slice(s),
             None => rows.iter().fold(T::zero(), |a, &v| a.max(v.abs())),
         };
+        let ln2 = std::f64::consts::LN_2;
         if self.shared {
-            let m = max_abs(block.view());
-            if needs(m) {
-                let e = shift(m);
-                let factor = T::from_f64((-e as f64).exp2());
-                block.par_mapv_inplace(|v| v * factor);
-                self.per_sample.iter_mut().for_each(|x| *x += e);
+            let sums: Vec<f64> = block
+                .axis_chunks_iter(Axis(0), k)
+                .map(|rows| sum_sq(rows))
+                .collect();
+            let total: f64 = sums.iter().sum();
+            let mut e = 0;
+            let mut sums = sums;
+            if !fits(total) {
+                let m = max_abs(block.view());
+                if needs(m) {
+                    e = shift(m);
+                    let factor = T::from_f64((-e as f64).exp2());
+                    block.par_mapv_inplace(|v| v * factor);
+                    sums = block
+                        .axis_chunks_iter(Axis(0), k)
+                        .map(|rows| sum_sq(rows))
+                        .collect();
+                }
+            }
+            for ((x, log), s) in self.per_sample.iter_mut().zip(&mut self.log_sq_norms).zip(sums) {
+                *x += e;
+                *log = s.ln() + 2.0 * *x as f64 * ln2;
             }
             return;
         }
-        block
-            .axis_chunks_iter_mut(Axis(0), k)
-            .into_par_iter()
-            .zip(self.per_sample.par_iter_mut())
-            .for_each(|(mut rows, exp)| {
+        let one_sample = |mut rows: ArrayViewMut2<T>, exp: &mut i32, log: &mut f64| {
+            let mut s = sum_sq(rows.view());
+            if !fits(s) {
                 let m = max_abs(rows.view());
                 if needs(m) {
                     let e = shift(m);
                     let factor = T::from_f64((-e as f64).exp2());
                     rows.mapv_inplace(|v| v * factor);
                     *exp += e;
+                    s = sum_sq(rows.view());
                 }
-            });
+            }
+            *log = s.ln() + 2.0 * *exp as f64 * ln2;
+        };
+        // Samples are independent: parallel only when the block is worth splitting.
+        if block.len() >= 4 * PARALLEL_ELEMENTS {
+            block
+                .axis_chunks_iter_mut(Axis(0), k)
+                .into_par_iter()
+                .zip(self.per_sample.par_iter_mut())
+                .zip(self.log_sq_norms.par_iter_mut())
+                .for_each(|((rows, exp), log)| one_sample(rows, exp, log));
+        } else {
+            block
+                .axis_chunks_iter_mut(Axis(0), k)
+                .zip(self.per_sample.iter_mut())
+                .zip(self.log_sq_norms.iter_mut())
+                .for_each(|((rows, exp), log)| one_sample(rows, exp, log));
+        }
     }
 }
 
-/// The largest magnitude in `values` (a NaN is skipped: it stays NaN whatever the scale), with
-/// eight interleaved maxima so that it vectorises.
-#[inline]
-fn max_abs_slice<T: Float>(values: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let chunks = values.chunks_exact(8);
+multiversion!(
+    /// The largest magnitude in `values` (a NaN is skipped: it stays NaN whatever the scale), with
+    /// [`LANES`] interleaved maxima so that it vectorises without a dependency chain.
+    fn max_abs_slice<T: Float>(values: &[T]) -> T = max_abs_kernel
+);
+
+#[inline(always)]
+fn max_abs_kernel<T: Float>(values: &[T]) -> T {
+    let mut acc = [T::zero(); LANES];
+    let chunks = values.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
@@ -97,23 +153,9 @@ fn max_abs_slice<T: Float>(values: &[T]) -> T {
     acc.iter().fold(T::zero(), |a, &v| a.max(v))
 }
 
-/// `ln(sum of squares)` of each sample's `K` rows, plus the sample's exponent: the log of the
-/// true squared norm. `-inf` for an all-zero sample.
-pub fn log_sq_norms<T: Float>(
-    block: ndarray::ArrayView2<T>,
-    k: usize,
-    exps: &Exponents,
-) -> Vec<f64> {
-    block
-        .axis_chunks_iter(Axis(0), k)
-        .into_par_iter()
-        .zip(exps.per_sample.par_iter())
-        .map(|(rows, &e)| {
-            let log = log_sum_squares_of(rows);
-            log + 2.0 * e as f64 * std::f64::consts::LN_2
-        })
-        .collect()
-}
+/// Interleaved accumulators of the reductions here: four AVX-512 float64 registers, so the adds of
+/// one iteration do not wait on each other. The summation order is fixed, hence reproducible.
+const LANES: usize = 32;
 
 /// `ln(sum exp(x))` of finite or infinite logs, in one fixed order (`-inf` for none).
 pub fn log_sum_exp(logs: impl Iterator<Item = f64> + Clone) -> f64 {
@@ -124,11 +166,15 @@ pub fn log_sum_exp(logs: impl Iterator<Item = f64> + Clone) -> f64 {
     m + logs.map(|l| (l - m).exp()).sum::<f64>().ln()
 }
 
-/// `sum v^2` in float64 with eight interleaved accumulators (a fixed order that vectorises).
-#[inline]
-pub fn sum_squares<T: Float>(values: &[T]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let chunks = values.chunks_exact(8);
+multiversion!(
+    /// `sum v^2` in float64 with [`LANES`] interleaved accumulators (a fixed order that vectorises).
+    pub fn sum_squares<T: Float>(values: &[T]) -> f64 = sum_squares_kernel
+);
+
+#[inline(always)]
+fn sum_squares_kernel<T: Float>(values: &[T]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = values.chunks_exact(LANES);
     let rest = chunks.remainder();
     for c in chunks {
         for (a, &v) in acc.iter_mut().zip(c) {
@@ -140,7 +186,15 @@ pub fn sum_squares<T: Float>(values: &[T]) -> f64 {
         let v = v.as_f64();
         *a += v * v;
     }
-    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+    // pairwise, in a fixed tree
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0]
 }
 
 /// `ln(sum v^2)` of a contiguous slice: one fast pass, falling back to the scaled two-pass form
@@ -215,7 +269,7 @@ mod tests {
                 assert_eq!(back, orig[[r, c]]);
             }
         }
-        let logs = log_sq_norms(b.view(), 1, &e);
+        let logs = &e.log_sq_norms;
         let exact = (1e300f64.ln() * 2.0) + (1.0 + 0.09f64).ln();
         assert!((logs[0] - exact).abs() < 1e-12);
     }

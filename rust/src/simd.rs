@@ -143,6 +143,37 @@ dispatch!(
     tanh_derivative_f64, |z| tanh_and_derivative(z).1
 );
 
+/// Compiles a generic slice function for each [`Level`] and calls the one [`level()`] chose:
+/// `multiversion!(pub fn name<T: Float>(values: &[T]) -> R = kernel);` where
+/// `kernel` is an `#[inline(always)]` generic function of plain loops. The variants differ only in
+/// instruction width, never in the order of operations, so they return identical bits.
+macro_rules! multiversion {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident<T: Float>($($arg:ident: $ty:ty),*) -> $ret:ty = $kernel:ident) => {
+        $(#[$doc])*
+        $vis fn $name<T: Float>($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<T: Float>($($arg: $ty),*) -> $ret {
+                $kernel($($arg),*)
+            }
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512<T: Float>($($arg: $ty),*) -> $ret {
+                $kernel($($arg),*)
+            }
+            match $crate::simd::level() {
+                // SAFETY: `level()` only reports features the CPU has.
+                #[cfg(target_arch = "x86_64")]
+                $crate::simd::Level::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                $crate::simd::Level::Avx2 => unsafe { avx2($($arg),*) },
+                _ => $kernel($($arg),*),
+            }
+        }
+    };
+}
+pub(crate) use multiversion;
+
 /// Elements per float32 <-> float64 staging buffer.
 const STAGE: usize = 256;
 
