@@ -158,7 +158,7 @@ impl Activation {
             // z * Phi(z), Phi(z) = erfc(-z / sqrt 2) / 2 (accurate also for very negative z).
             Activation::Gelu => z * std_normal_cdf(z),
             Activation::Silu => z * sigmoid(z),
-            Activation::Tanh => T::from_f64(simd::tanh_and_derivative(z.as_f64()).0),
+            Activation::Tanh => simd::tanh_pair(z).0,
             Activation::Sigmoid => sigmoid(z),
             // log(1 + e^z) = max(z, 0) + log1p(e^-|z|)
             Activation::Softplus => z.max(zero) + (-z.abs()).exp().ln_1p(),
@@ -216,7 +216,7 @@ impl Activation {
                 s + z * sigmoid_product(z)
             }
             // sech^2(z) = 4 e^{-2|z|} / (1 + e^{-2|z|})^2, the same kernel as the SIMD path
-            Activation::Tanh => T::from_f64(simd::tanh_and_derivative(z.as_f64()).1),
+            Activation::Tanh => simd::tanh_pair(z).1,
             Activation::Sigmoid => sigmoid_product(z),
             Activation::Softplus => sigmoid(z),
             Activation::Sin => z.cos(),
@@ -228,7 +228,7 @@ impl Activation {
     /// `y[i] = phi(z[i])`, vectorised where a SIMD kernel exists (tanh).
     pub fn apply_slice<T: Float>(&self, z: &[T], y: &mut [T]) {
         match self {
-            Activation::Tanh => simd::apply(simd::tanh_f64, z, y),
+            Activation::Tanh => simd::tanh_slice(z, y),
             _ => y.iter_mut().zip(z).for_each(|(y, &z)| *y = self.apply(z)),
         }
     }
@@ -236,7 +236,7 @@ impl Activation {
     /// `d[i] = phi'(z[i])`, vectorised where a SIMD kernel exists (tanh).
     pub fn derivative_slice<T: Float>(&self, z: &[T], d: &mut [T]) {
         match self {
-            Activation::Tanh => simd::apply(simd::tanh_derivative_f64, z, d),
+            Activation::Tanh => simd::tanh_derivative_slice(z, d),
             _ => d
                 .iter_mut()
                 .zip(z)

@@ -5,10 +5,12 @@
 //! Everything is returned as natural logs of norms, so nothing overflows however deep the network
 //! (see [`crate::scale`]); the Python layer composes them into the GSC (`gsc_core/analysis.py`).
 
+use std::ops::Range;
+
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, Axis};
 use rayon::prelude::*;
 
-use crate::backward::{vjp, VjpOptions};
+use crate::backward::{vjp, ParamGrads, VjpOptions};
 use crate::cancel::Stop;
 use crate::error::Result;
 use crate::float::Float;
@@ -17,6 +19,7 @@ use crate::jacobian::{for_sample_tiles, require_per_sample, tile_row_log_sq_norm
 use crate::jvp::jvp;
 use crate::loss::{self, Loss, Targets};
 use crate::network::{Network, Op};
+use crate::simd::multiversion;
 use crate::scale::{log_add_exp, log_sum_exp, log_sum_squares_of, Exponents};
 
 /// Per-unit statistics of every Activation layer's input `Z` (`B x d`), depth-first (SPEC §4).
@@ -29,53 +32,127 @@ pub struct PreactivationStats {
 }
 
 pub fn preactivation_stats<T: Float>(net: &Network<T>, trace: &Trace<T>) -> PreactivationStats {
-    let per_layer: Vec<(Array1<f64>, Array1<f64>)> = net
+    let tile = tile_rows(trace.values.iter().map(|v| v.ncols()));
+    let per_layer: Vec<UnitMoments> = net
         .pre_activation_slots
         .par_iter()
-        .map(|&slot| unit_statistics(trace.values[slot].view()))
+        .map(|&slot| {
+            let z = trace.values[slot].view();
+            let mut tiles = z.axis_chunks_iter(Axis(0), tile).map(UnitMoments::of);
+            let first = tiles.next().expect("a non-empty batch");
+            tiles.fold(first, |acc, m| acc.merge(&m))
+        })
         .collect();
-    let (unit_std, unit_sign_diversity) = per_layer.into_iter().unzip();
-    PreactivationStats {
-        unit_std,
-        unit_sign_diversity,
+    PreactivationStats::from_moments(&per_layer)
+}
+
+impl PreactivationStats {
+    fn from_moments(layers: &[UnitMoments]) -> Self {
+        let (unit_std, unit_sign_diversity) = layers.iter().map(UnitMoments::finish).unzip();
+        PreactivationStats {
+            unit_std,
+            unit_sign_diversity,
+        }
     }
 }
 
-/// Per-unit population std and sign diversity of `z` (`B x d`), walking the rows in order (two
-/// passes: the mean, then the squared deviations), vectorised across units.
-fn unit_statistics<T: Float>(z: ArrayView2<T>) -> (Array1<f64>, Array1<f64>) {
-    let (batch, d) = z.dim();
-    let mut sum = vec![0.0f64; d];
-    let mut pos = vec![0u32; d];
-    let mut neg = vec![0u32; d];
-    for row in z.rows() {
-        for (j, &v) in row.iter().enumerate() {
-            sum[j] += v.as_f64();
-            pos[j] += (v > T::zero()) as u32;
-            neg[j] += (v < T::zero()) as u32;
+/// Samples per tile of the streamed analyses: [`crate::parallel::rows_per_task`] of the widest
+/// slot, so one tile's block of any slot stays in a core's cache. Depends only on the shapes.
+fn tile_rows(widths: impl Iterator<Item = usize>) -> usize {
+    crate::parallel::rows_per_task(widths.max().unwrap_or(1), 1)
+}
+
+/// Per-unit moments of one Activation input over some samples: count, mean, sum of squared
+/// deviations (two passes over the rows), and the counts of positive and negative values.
+/// Tiles merge in a fixed order (Chan et al.'s pairwise update), so the statistics of a batch are
+/// the same bits whether it was seen whole or tile by tile.
+#[derive(Debug, Clone)]
+struct UnitMoments {
+    count: f64,
+    mean: Vec<f64>,
+    m2: Vec<f64>,
+    pos: Vec<f64>,
+    neg: Vec<f64>,
+}
+
+impl UnitMoments {
+    fn of<T: Float>(z: ArrayView2<T>) -> Self {
+        let (batch, d) = z.dim();
+        let z = z.as_standard_layout();
+        let rows = || z.as_slice().expect("standard layout").chunks_exact(d.max(1));
+        let mut sum = vec![0.0f64; d];
+        let mut pos = vec![0.0f64; d];
+        let mut neg = vec![0.0f64; d];
+        for row in rows() {
+            add_row_and_signs(row, &mut sum, &mut pos, &mut neg);
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / batch as f64).collect();
+        let mut m2 = vec![0.0f64; d];
+        for row in rows() {
+            add_squared_deviations(row, &mean, &mut m2);
+        }
+        UnitMoments {
+            count: batch as f64,
+            mean,
+            m2,
+            pos,
+            neg,
         }
     }
-    let mean: Vec<f64> = sum.iter().map(|s| s / batch as f64).collect();
-    let mut sq = vec![0.0f64; d];
-    for row in z.rows() {
-        for (j, &v) in row.iter().enumerate() {
-            let dev = v.as_f64() - mean[j];
-            sq[j] += dev * dev;
+
+    fn merge(mut self, other: &Self) -> Self {
+        let n = self.count + other.count;
+        let (wa, wb) = (self.count / n, other.count / n);
+        for j in 0..self.mean.len() {
+            let delta = other.mean[j] - self.mean[j];
+            self.m2[j] += other.m2[j] + delta * delta * self.count * wb;
+            self.mean[j] = wa * self.mean[j] + wb * other.mean[j];
+            self.pos[j] += other.pos[j];
+            self.neg[j] += other.neg[j];
         }
+        self.count = n;
+        self
     }
-    let std = sq.iter().map(|s| (s / batch as f64).sqrt()).collect();
-    let sign = pos
-        .iter()
-        .zip(&neg)
-        .map(|(&p, &n)| {
-            if p + n == 0 {
-                0.0
-            } else {
-                p.min(n) as f64 / (p + n) as f64
-            }
-        })
-        .collect();
-    (std, sign)
+
+    /// Population std and sign diversity `min(P, N) / (P + N)` per unit.
+    fn finish(&self) -> (Array1<f64>, Array1<f64>) {
+        let std = self.m2.iter().map(|s| (s / self.count).sqrt()).collect();
+        let sign = self
+            .pos
+            .iter()
+            .zip(&self.neg)
+            .map(|(&p, &n)| if p + n == 0.0 { 0.0 } else { p.min(n) / (p + n) })
+            .collect();
+        (std, sign)
+    }
+}
+
+multiversion!(
+    /// `sum += row`, `pos += (row > 0)`, `neg += (row < 0)` unit by unit.
+    fn add_row_and_signs<T: Float>(row: &[T], sum: &mut [f64], pos: &mut [f64], neg: &mut [f64]) -> () = add_row_and_signs_kernel
+);
+
+#[inline(always)]
+fn add_row_and_signs_kernel<T: Float>(row: &[T], sum: &mut [f64], pos: &mut [f64], neg: &mut [f64]) {
+    for (((&v, s), p), n) in row.iter().zip(sum).zip(pos).zip(neg) {
+        let v = v.as_f64();
+        *s += v;
+        *p += if v > 0.0 { 1.0 } else { 0.0 };
+        *n += if v < 0.0 { 1.0 } else { 0.0 };
+    }
+}
+
+multiversion!(
+    /// `sq += (row - mean)^2` unit by unit.
+    fn add_squared_deviations<T: Float>(row: &[T], mean: &[f64], sq: &mut [f64]) -> () = add_squared_deviations_kernel
+);
+
+#[inline(always)]
+fn add_squared_deviations_kernel<T: Float>(row: &[T], mean: &[f64], sq: &mut [f64]) {
+    for ((&v, &m), s) in row.iter().zip(mean).zip(sq) {
+        let dev = v.as_f64() - m;
+        *s += dev * dev;
+    }
 }
 
 /// `ln ||row||_2` of every row of `a`.
@@ -100,17 +177,47 @@ pub fn point_log_norms<T: Float>(net: &Network<T>, trace: &Trace<T>) -> Array2<f
 /// Dilution of every residual block (in execution order): `||s(X)||_F / ||alpha body(X)||_F` over
 /// the batch, i.e. the ratio of the quadratic means of the per-sample norms.
 pub fn dilution<T: Float>(net: &Network<T>, trace: &Trace<T>) -> Vec<f64> {
+    let tile = tile_rows(trace.values.iter().map(|v| v.ncols()));
+    let mut tiles = (0..trace.batch())
+        .step_by(tile)
+        .map(|b| residual_log_sq_norms(net, trace, b..(b + tile).min(trace.batch())));
+    let first = tiles.next().expect("a non-empty batch");
+    finish_dilution(net, tiles.fold(first, merge_log_sq_norms))
+}
+
+/// `(ln ||s(X)||^2, ln ||body(X)||^2)` of every residual block over the samples `rows`.
+fn residual_log_sq_norms<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    rows: Range<usize>,
+) -> Vec<(f64, f64)> {
     net.nodes
         .iter()
         .filter_map(|node| match node.op {
-            Op::Add { shortcut, alpha } => {
-                let s = 0.5 * log_sum_squares_of(trace.values[shortcut].view());
-                let b = 0.5 * log_sum_squares_of(trace.values[node.input].view())
-                    + alpha.as_f64().abs().ln();
-                Some((s - b).exp())
-            }
+            Op::Add { shortcut, .. } => Some((
+                log_sum_squares_of(trace.values[shortcut].slice(s![rows.clone(), ..])),
+                log_sum_squares_of(trace.values[node.input].slice(s![rows.clone(), ..])),
+            )),
             _ => None,
         })
+        .collect()
+}
+
+fn merge_log_sq_norms(mut a: Vec<(f64, f64)>, b: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = (log_add_exp(x.0, y.0), log_add_exp(x.1, y.1));
+    }
+    a
+}
+
+fn finish_dilution<T: Float>(net: &Network<T>, logs: Vec<(f64, f64)>) -> Vec<f64> {
+    let alphas = net.nodes.iter().filter_map(|node| match node.op {
+        Op::Add { alpha, .. } => Some(alpha.as_f64().abs().ln()),
+        _ => None,
+    });
+    logs.into_iter()
+        .zip(alphas)
+        .map(|((ls, lb), ln_alpha)| (0.5 * ls - (0.5 * lb + ln_alpha)).exp())
         .collect()
 }
 
@@ -131,7 +238,17 @@ pub struct Profile {
     pub dilution: Vec<f64>,
 }
 
+/// Tiles of one profile are summed in at most this many groups, each on one thread: their
+/// partial weight gradients are the only per-group memory, so it stays bounded for any batch.
+const MAX_GROUPS: usize = 16;
+
 /// The one-forward, one-backward profile behind `gsc_core.analyze` and `gsc_core.gsc`.
+///
+/// Without BatchNorm the samples are independent, so the batch streams through the network in
+/// fixed tiles ([`tile_rows`]): each tile's forward values stay in cache for its backward pass,
+/// and only per-sample logs, mergeable statistics and weight-gradient sums leave the tile. Tiles
+/// are grouped by shape alone and every sum runs in tile order, so the result does not depend on
+/// the thread count. A BatchNorm network takes the whole batch at once.
 pub fn profile<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
@@ -139,9 +256,136 @@ pub fn profile<T: Float>(
     targets: Targets<T>,
     stop: &Stop,
 ) -> Result<Profile> {
-    let trace = forward::forward(net, x, stop)?;
+    if net.has_batchnorm() {
+        return profile_whole_batch(net, x, loss, targets, stop);
+    }
+    let widths = forward::check_input(net, x)?;
+    let (batch, n) = (x.nrows(), net.num_layers());
+    loss::check_targets(loss, targets, batch, widths[net.point_slots[n]])?;
+    let tile = tile_rows(widths.iter().copied());
+    let tiles: Vec<Range<usize>> = (0..batch)
+        .step_by(tile)
+        .map(|b| b..(b + tile).min(batch))
+        .collect();
+    let groups = tiles.len().min(MAX_GROUPS);
+    let per_group: Vec<(Vec<TileProfile>, ParamGrads<T>)> = (0..groups)
+        .into_par_iter()
+        .map(|g| {
+            let mine = &tiles[g * tiles.len() / groups..(g + 1) * tiles.len() / groups];
+            let mut parts = Vec::with_capacity(mine.len());
+            let mut sum: Option<ParamGrads<T>> = None;
+            for rows in mine {
+                let (part, params) = profile_tile(net, x, loss, targets, rows.clone(), stop)?;
+                sum = Some(match sum {
+                    None => params,
+                    Some(acc) => acc.add(params),
+                });
+                parts.push(part);
+            }
+            Ok((parts, sum.expect("every group has a tile")))
+        })
+        .collect::<Result<_>>()?;
+
+    let mut losses = Array1::zeros(batch);
+    let mut point_log_norms = Array2::zeros((n + 1, batch));
+    let mut grad_log_norms = Array2::zeros((n + 1, batch));
+    let mut moments: Option<Vec<UnitMoments>> = None;
+    let mut residuals: Option<Vec<(f64, f64)>> = None;
+    let mut params: Option<ParamGrads<T>> = None;
+    for (parts, group_params) in per_group {
+        for part in parts {
+            let cols = part.rows.clone();
+            losses.slice_mut(s![cols.clone()]).assign(&part.losses);
+            point_log_norms
+                .slice_mut(s![.., cols.clone()])
+                .assign(&part.point_log_norms);
+            grad_log_norms
+                .slice_mut(s![.., cols])
+                .assign(&part.grad_log_norms);
+            moments = Some(match moments {
+                None => part.moments,
+                Some(acc) => acc
+                    .into_iter()
+                    .zip(&part.moments)
+                    .map(|(a, b)| a.merge(b))
+                    .collect(),
+            });
+            residuals = Some(match residuals {
+                None => part.residuals,
+                Some(acc) => merge_log_sq_norms(acc, part.residuals),
+            });
+        }
+        params = Some(match params {
+            None => group_params,
+            Some(acc) => acc.add(group_params),
+        });
+    }
+    let params = params.expect("a non-empty batch");
+    Ok(Profile {
+        losses,
+        point_log_norms,
+        grad_log_norms,
+        weight_grad_log_norms: weight_grad_log_norms(&params),
+        weight_log_norms: weight_log_norms(net),
+        preactivations: PreactivationStats::from_moments(&moments.expect("a non-empty batch")),
+        dilution: finish_dilution(net, residuals.expect("a non-empty batch")),
+    })
+}
+
+/// What one tile of [`profile`] hands back.
+struct TileProfile {
+    rows: Range<usize>,
+    losses: Array1<f64>,
+    point_log_norms: Array2<f64>,
+    grad_log_norms: Array2<f64>,
+    moments: Vec<UnitMoments>,
+    residuals: Vec<(f64, f64)>,
+}
+
+/// Forward, loss and backward of the samples `rows` alone.
+fn profile_tile<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    loss: Loss,
+    targets: Targets<T>,
+    rows: Range<usize>,
+    stop: &Stop,
+) -> Result<(TileProfile, ParamGrads<T>)> {
     let n = net.num_layers();
-    let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
+    let trace = forward::forward_checked(net, x.slice(s![rows.clone(), ..]), stop)?;
+    let (losses, seed) =
+        loss::loss_and_output_grad(trace.point(net, n), loss, targets.rows(rows.clone()))?;
+    let (grad_log_norms, params) = backward_log_norms(net, &trace, seed, stop)?;
+    let mut point_log_norms = Array2::zeros((n + 1, rows.len()));
+    for (i, mut out) in point_log_norms.outer_iter_mut().enumerate() {
+        for (o, row) in out.iter_mut().zip(trace.point(net, i).rows()) {
+            *o = 0.5 * log_sum_squares_of(row);
+        }
+    }
+    let part = TileProfile {
+        losses: losses.mapv(|l| l.as_f64()),
+        point_log_norms,
+        grad_log_norms,
+        moments: net
+            .pre_activation_slots
+            .iter()
+            .map(|&slot| UnitMoments::of(trace.values[slot].view()))
+            .collect(),
+        residuals: residual_log_sq_norms(net, &trace, 0..rows.len()),
+        rows,
+    };
+    Ok((part, params))
+}
+
+/// The loss gradient's `ln ||(dL/dP_i)_b||_2` at every point (rescaled, so finite at any depth)
+/// and the Dense parameter gradients, from the output gradient `seed`.
+fn backward_log_norms<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    seed: Array2<T>,
+    stop: &Stop,
+) -> Result<(Array2<f64>, ParamGrads<T>)> {
+    let n = net.num_layers();
     let mut grad_log_norms = Array2::zeros((n + 1, trace.batch()));
     let opts = VjpOptions {
         params: true,
@@ -149,7 +393,7 @@ pub fn profile<T: Float>(
     };
     let params = vjp(
         net,
-        &trace,
+        trace,
         seed,
         1,
         n,
@@ -166,24 +410,46 @@ pub fn profile<T: Float>(
         stop,
     )?
     .expect("params were requested");
+    Ok((grad_log_norms, params))
+}
+
+/// `ln ||dL/dW||_F` per Dense layer.
+fn weight_grad_log_norms<T: Float>(params: &ParamGrads<T>) -> Vec<f64> {
     let ln2 = std::f64::consts::LN_2;
-    let weight_grad_log_norms = params
+    params
         .weights
         .iter()
         .zip(&params.exponents)
         .map(|(w, &e)| 0.5 * log_sum_squares_of(w.view()) + e as f64 * ln2)
-        .collect();
-    let weight_log_norms = net
-        .dense
+        .collect()
+}
+
+/// `ln ||W||_F` per Dense layer.
+fn weight_log_norms<T: Float>(net: &Network<T>) -> Vec<f64> {
+    net.dense
         .iter()
         .map(|p| 0.5 * log_sum_squares_of(p.weight.view()))
-        .collect();
+        .collect()
+}
+
+/// [`profile`] of a network whose BatchNorm couples the samples: one pass over the whole batch.
+fn profile_whole_batch<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    loss: Loss,
+    targets: Targets<T>,
+    stop: &Stop,
+) -> Result<Profile> {
+    let trace = forward::forward(net, x, stop)?;
+    let n = net.num_layers();
+    let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
+    let (grad_log_norms, params) = backward_log_norms(net, &trace, seed, stop)?;
     Ok(Profile {
         losses: losses.mapv(|l| l.as_f64()),
         point_log_norms: point_log_norms(net, &trace),
         grad_log_norms,
-        weight_grad_log_norms,
-        weight_log_norms,
+        weight_grad_log_norms: weight_grad_log_norms(&params),
+        weight_log_norms: weight_log_norms(net),
         preactivations: preactivation_stats(net, &trace),
         dilution: dilution(net, &trace),
     })
@@ -412,6 +678,92 @@ mod tests {
         );
         let mut h = Gaussian::new(7);
         assert_eq!(h.sample(), v[0]);
+    }
+
+    fn gaussian_matrix(g: &mut Gaussian, rows: usize, cols: usize, scale: f64) -> Array2<f64> {
+        Array2::from_shape_fn((rows, cols), |_| scale * g.sample())
+    }
+
+    /// A network with every per-sample layer kind, and a batch of several profile tiles.
+    fn tiled_case() -> (Network<f64>, Array2<f64>, Array1<i64>) {
+        use crate::activation::Activation;
+        use crate::network::{DenseParams, Layer, NormParams};
+        let mut g = Gaussian::new(3);
+        let w = 40;
+        let mut dense = |d_out, d_in| {
+            Layer::Dense(DenseParams {
+                weight: gaussian_matrix(&mut g, d_out, d_in, (1.5 / d_in as f64).sqrt()),
+                bias: Some(Array1::from_elem(d_out, 0.1)),
+            })
+        };
+        let mut layers = vec![dense(w, 7), Layer::Activation(Activation::Tanh)];
+        for _ in 0..3 {
+            layers.push(Layer::Residual {
+                body: vec![
+                    Layer::LayerNorm(NormParams {
+                        eps: 1e-5,
+                        weight: None,
+                        bias: None,
+                    }),
+                    dense(w, w),
+                    Layer::Activation(Activation::Relu),
+                ],
+                alpha: 0.7,
+                shortcut: None,
+            });
+        }
+        layers.push(dense(5, w));
+        let net = Network::new(layers).unwrap();
+        let batch = 3 * tile_rows([w].into_iter()) + 17;
+        let x = gaussian_matrix(&mut g, batch, 7, 1.0);
+        let y = Array1::from_shape_fn(batch, |b| (b % 5) as i64);
+        (net, x, y)
+    }
+
+    #[test]
+    fn the_tiled_profile_is_the_whole_batch_profile() {
+        let (net, x, y) = tiled_case();
+        let stop = Stop::new();
+        let targets = Targets::Classes(y.view());
+        let tiled = profile(&net, x.view(), Loss::CrossEntropy, targets, &stop).unwrap();
+        let whole =
+            profile_whole_batch(&net, x.view(), Loss::CrossEntropy, targets, &stop).unwrap();
+        // Per-sample values do not depend on the tiling, nor do the tile-merged statistics.
+        assert_eq!(tiled.losses, whole.losses);
+        assert_eq!(tiled.point_log_norms, whole.point_log_norms);
+        assert_eq!(tiled.grad_log_norms, whole.grad_log_norms);
+        assert_eq!(tiled.preactivations.unit_std, whole.preactivations.unit_std);
+        assert_eq!(
+            tiled.preactivations.unit_sign_diversity,
+            whole.preactivations.unit_sign_diversity
+        );
+        assert_eq!(tiled.dilution, whole.dilution);
+        assert_eq!(tiled.dilution.len(), 3);
+        // Weight gradients are summed tile by tile: the same up to rounding.
+        for (a, b) in tiled
+            .weight_grad_log_norms
+            .iter()
+            .zip(&whole.weight_grad_log_norms)
+        {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn merged_moments_match_one_pass_over_all_rows() {
+        let mut g = Gaussian::new(11);
+        let z = gaussian_matrix(&mut g, 1001, 6, 3.0) + 5.0;
+        let whole = UnitMoments::of(z.view());
+        let merged = z
+            .axis_chunks_iter(Axis(0), 97)
+            .map(UnitMoments::of)
+            .reduce(|a, b| a.merge(&b))
+            .unwrap();
+        for j in 0..6 {
+            assert!((whole.mean[j] - merged.mean[j]).abs() < 1e-13);
+            assert!((whole.m2[j] - merged.m2[j]).abs() < 1e-10 * whole.m2[j]);
+            assert_eq!((whole.pos[j], whole.neg[j]), (merged.pos[j], merged.neg[j]));
+        }
     }
 
     #[test]

@@ -24,6 +24,32 @@ pub struct ParamGrads<T> {
     pub exponents: Vec<i32>,
 }
 
+impl<T: Float> ParamGrads<T> {
+    /// The sum of two gradients (e.g. of two tiles of samples), aligned to the larger exponent
+    /// of each layer by exact powers of two.
+    pub fn add(mut self, other: ParamGrads<T>) -> Self {
+        let layers = self
+            .weights
+            .iter_mut()
+            .zip(&mut self.biases)
+            .zip(&mut self.exponents)
+            .zip(other.weights.iter().zip(&other.biases).zip(&other.exponents));
+        for (((w, b), e), ((ow, ob), &oe)) in layers {
+            let top = (*e).max(oe);
+            let (f, of) = (
+                T::from_f64(((*e - top) as f64).exp2()),
+                T::from_f64(((oe - top) as f64).exp2()),
+            );
+            w.zip_mut_with(ow, |a, &o| *a = *a * f + o * of);
+            if let (Some(b), Some(ob)) = (b.as_mut(), ob.as_ref()) {
+                b.zip_mut_with(ob, |a, &o| *a = *a * f + o * of);
+            }
+            *e = top;
+        }
+        self
+    }
+}
+
 /// What a VJP computes besides the point blocks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VjpOptions {

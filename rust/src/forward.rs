@@ -86,6 +86,15 @@ pub fn check_block<T: Float>(
 /// Runs the network on `x` of shape `(B, d_0)`.
 pub fn forward<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Result<Trace<T>> {
     check_input(net, x)?;
+    forward_checked(net, x, stop)
+}
+
+/// [`forward`] on an input [`check_input`] already accepted (e.g. a tile of a checked batch).
+pub fn forward_checked<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    stop: &Stop,
+) -> Result<Trace<T>> {
     let mut values = Vec::with_capacity(net.num_slots());
     values.push(x.as_standard_layout().into_owned());
     let mut stats = Vec::with_capacity(net.nodes.len());

@@ -36,35 +36,31 @@ pub enum Targets<'a, T> {
     Classes(ArrayView1<'a, i64>),
 }
 
-/// Per-sample losses `(B,)` and `dL/do` `(B, d)` for the total loss `L = sum_b l_b`.
-pub fn loss_and_output_grad<T: Float>(
-    out: ArrayView2<T>,
+impl<'a, T> Targets<'a, T> {
+    /// The targets of samples `rows`.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Targets<'a, T> {
+        match *self {
+            Targets::Zeros => Targets::Zeros,
+            Targets::Values(y) => Targets::Values(y.slice_move(ndarray::s![rows, ..])),
+            Targets::Classes(y) => Targets::Classes(y.slice_move(ndarray::s![rows])),
+        }
+    }
+}
+
+/// Checks that `targets` suit `loss` on an output of shape `(batch, d)`.
+pub fn check_targets<T: Float>(
     loss: Loss,
     targets: Targets<T>,
-) -> Result<(Array1<T>, Array2<T>)> {
-    let (batch, d) = out.dim();
+    batch: usize,
+    d: usize,
+) -> Result<()> {
     match (loss, targets) {
-        (Loss::Mse, Targets::Zeros) => {
-            let grad = out.to_owned();
-            let losses = grad
-                .rows()
-                .into_iter()
-                .map(|r| T::from_f64(0.5) * r.dot(&r))
-                .collect();
-            Ok((losses, grad))
-        }
+        (Loss::Mse, Targets::Zeros) => Ok(()),
         (Loss::Mse, Targets::Values(y)) => {
             if y.dim() != (batch, d) {
                 return invalid!("y has shape {:?} but the network output has shape ({batch}, {d}); mse needs targets of the output's shape", y.shape());
             }
-            check_finite_2d(y, "y")?;
-            let grad = &out - &y;
-            let losses = grad
-                .rows()
-                .into_iter()
-                .map(|r| T::from_f64(0.5) * r.dot(&r))
-                .collect();
-            Ok((losses, grad))
+            check_finite_2d(y, "y")
         }
         (Loss::CrossEntropy, Targets::Classes(y)) => {
             if y.len() != batch {
@@ -78,6 +74,48 @@ pub fn loss_and_output_grad<T: Float>(
                     "y[{b}] = {c} is not a class index of the {d}-way output (expected 0..{d})"
                 );
             }
+            Ok(())
+        }
+        (Loss::CrossEntropy, Targets::Zeros) => {
+            invalid!("cross_entropy needs integer class targets y of shape (B,); got y=None")
+        }
+        (Loss::CrossEntropy, Targets::Values(_)) => {
+            invalid!("cross_entropy needs integer class targets y of shape (B,), not a float array")
+        }
+        (Loss::Mse, Targets::Classes(_)) => {
+            invalid!("mse needs float targets of the output's shape (B, d_out), not class labels")
+        }
+    }
+}
+
+/// Per-sample losses `(B,)` and `dL/do` `(B, d)` for the total loss `L = sum_b l_b`.
+pub fn loss_and_output_grad<T: Float>(
+    out: ArrayView2<T>,
+    loss: Loss,
+    targets: Targets<T>,
+) -> Result<(Array1<T>, Array2<T>)> {
+    let (batch, d) = out.dim();
+    check_targets(loss, targets, batch, d)?;
+    match (loss, targets) {
+        (Loss::Mse, Targets::Zeros) => {
+            let grad = out.to_owned();
+            let losses = grad
+                .rows()
+                .into_iter()
+                .map(|r| T::from_f64(0.5) * r.dot(&r))
+                .collect();
+            Ok((losses, grad))
+        }
+        (Loss::Mse, Targets::Values(y)) => {
+            let grad = &out - &y;
+            let losses = grad
+                .rows()
+                .into_iter()
+                .map(|r| T::from_f64(0.5) * r.dot(&r))
+                .collect();
+            Ok((losses, grad))
+        }
+        (Loss::CrossEntropy, Targets::Classes(y)) => {
             let mut grad = Array2::zeros((batch, d));
             let mut losses = Array1::zeros(batch);
             Zip::from(grad.rows_mut())
@@ -115,14 +153,6 @@ pub fn loss_and_output_grad<T: Float>(
                 });
             Ok((losses, grad))
         }
-        (Loss::CrossEntropy, Targets::Zeros) => {
-            invalid!("cross_entropy needs integer class targets y of shape (B,); got y=None")
-        }
-        (Loss::CrossEntropy, Targets::Values(_)) => {
-            invalid!("cross_entropy needs integer class targets y of shape (B,), not a float array")
-        }
-        (Loss::Mse, Targets::Classes(_)) => {
-            invalid!("mse needs float targets of the output's shape (B, d_out), not class labels")
-        }
+        _ => unreachable!("check_targets accepted only the pairs above"),
     }
 }

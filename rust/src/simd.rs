@@ -6,8 +6,8 @@
 //! (read once) forces a level, e.g. to test the fallback path.
 //!
 //! Accuracy (tested in this module against libm over dense grids and random arguments):
-//! `expm1` and `tanh` within 2 ulp in float64; float32 is computed in float64 and rounded, so within
-//! 1 ulp (mostly correctly rounded). `tanh'(z) = sech^2(z)` is computed as `4e/(1+e)^2` with
+//! `expm1` and `tanh` within 2 ulp in float64; float32 is computed in float64 (with a shorter series,
+//! error below 2^-36) and rounded once, so within 1 ulp (mostly correctly rounded). `tanh'(z) = sech^2(z)` is computed as `4e/(1+e)^2` with
 //! `e = exp(-2|z|)`, accurate to a few ulp everywhere including deep saturation.
 
 use std::sync::OnceLock;
@@ -49,100 +49,6 @@ fn detect() -> Level {
     Level::Scalar
 }
 
-const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
-const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
-const INV_LN2: f64 = std::f64::consts::LOG2_E;
-/// 1.5 * 2^52: adding it rounds to an integer held in the low mantissa bits.
-const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
-
-/// `(expm1(y), exp(y))` for `y <= 0` (the only range the activations need), branch-free.
-///
-/// `y = k ln2 + r` with `|r| <= ln2/2`; `p = expm1(r)` by its Taylor series to degree 14 (error
-/// below 2^-56 relative); then `exp(y) = 2^k (1 + p)` and `expm1(y) = 2^k p + (2^k - 1)`, both
-/// without cancellation. Arguments below -700 give `(-1, 0)` exactly as in the limit.
-#[inline(always)]
-fn expm1_exp_nonpositive(y: f64) -> (f64, f64) {
-    let y = y.max(-700.0);
-    let t = y * INV_LN2 + ROUND_MAGIC;
-    let kf = t - ROUND_MAGIC;
-    let r = (y - kf * LN2_HI) - kf * LN2_LO;
-    // Taylor coefficients 1/n!, Horner from degree 14 down to 1.
-    let mut p: f64 = 1.0 / 87_178_291_200.0;
-    p = p.mul_add(r, 1.0 / 6_227_020_800.0);
-    p = p.mul_add(r, 1.0 / 479_001_600.0);
-    p = p.mul_add(r, 1.0 / 39_916_800.0);
-    p = p.mul_add(r, 1.0 / 3_628_800.0);
-    p = p.mul_add(r, 1.0 / 362_880.0);
-    p = p.mul_add(r, 1.0 / 40_320.0);
-    p = p.mul_add(r, 1.0 / 5_040.0);
-    p = p.mul_add(r, 1.0 / 720.0);
-    p = p.mul_add(r, 1.0 / 120.0);
-    p = p.mul_add(r, 1.0 / 24.0);
-    p = p.mul_add(r, 1.0 / 6.0);
-    p = p.mul_add(r, 0.5);
-    p = p.mul_add(r, 1.0);
-    p *= r;
-    // 2^k from the exponent bits (k in [-1010, 0]: a normal number). The integer k sits in the
-    // low bits of `t`; integer lane arithmetic keeps this vectorisable without AVX-512DQ.
-    let k = t.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
-    let scale = f64::from_bits(k.wrapping_add(1023) << 52);
-    let em1 = scale.mul_add(p, scale - 1.0);
-    let e = scale.mul_add(p, scale);
-    (em1, e)
-}
-
-/// `tanh(z)` and `tanh'(z)` from one `expm1`: with `u = expm1(-2|z|)`, `e = u + 1`,
-/// `tanh|z| = -u / (1 + e)` and `sech^2 z = 4 e / (1 + e)^2`.
-#[inline(always)]
-pub fn tanh_and_derivative(z: f64) -> (f64, f64) {
-    let (u, e) = expm1_exp_nonpositive(-2.0 * z.abs());
-    let d = 1.0 + e;
-    let t = (-u / d).copysign(z);
-    (t, 4.0 * e / (d * d))
-}
-
-macro_rules! dispatch {
-    ($(#[$doc:meta])* $name:ident, |$z:ident| $body:expr) => {
-        $(#[$doc])*
-        pub fn $name(input: &[f64], out: &mut [f64]) {
-            #[inline(always)]
-            fn kernel(input: &[f64], out: &mut [f64]) {
-                for (o, &$z) in out.iter_mut().zip(input) {
-                    *o = $body;
-                }
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2(input: &[f64], out: &mut [f64]) {
-                kernel(input, out)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn avx512(input: &[f64], out: &mut [f64]) {
-                kernel(input, out)
-            }
-            assert_eq!(input.len(), out.len());
-            match level() {
-                // SAFETY: `level()` only reports features the CPU has.
-                #[cfg(target_arch = "x86_64")]
-                Level::Avx512 => unsafe { avx512(input, out) },
-                #[cfg(target_arch = "x86_64")]
-                Level::Avx2 => unsafe { avx2(input, out) },
-                _ => kernel(input, out),
-            }
-        }
-    };
-}
-
-dispatch!(
-    /// `out = tanh(input)`.
-    tanh_f64, |z| tanh_and_derivative(z).0
-);
-dispatch!(
-    /// `out = tanh'(input) = sech^2(input)`.
-    tanh_derivative_f64, |z| tanh_and_derivative(z).1
-);
-
 /// Compiles a generic slice function for each [`Level`] and calls the one [`level()`] chose:
 /// `multiversion!(pub fn name<T: Float>(values: &[T]) -> R = kernel);` where
 /// `kernel` is an `#[inline(always)]` generic function of plain loops. The variants differ only in
@@ -174,41 +80,112 @@ macro_rules! multiversion {
 }
 pub(crate) use multiversion;
 
-/// Elements per float32 <-> float64 staging buffer.
-const STAGE: usize = 256;
+const LN2_HI: f64 = 6.931_471_803_691_238_164_90e-1;
+const LN2_LO: f64 = 1.908_214_929_270_587_700_02e-10;
+const INV_LN2: f64 = std::f64::consts::LOG2_E;
+/// 1.5 * 2^52: adding it rounds to an integer held in the low mantissa bits.
+const ROUND_MAGIC: f64 = 6_755_399_441_055_744.0;
 
-/// Applies an f64 slice kernel to any float type: float64 directly, float32 through a float64
-/// staging buffer (computed in float64, rounded once).
-pub fn apply<T: Float>(kernel: fn(&[f64], &mut [f64]), input: &[T], out: &mut [T]) {
+/// `1/n!` for `n = 14, 13, ..., 1`.
+const TAYLOR: [f64; 14] = [
+    1.0 / 87_178_291_200.0,
+    1.0 / 6_227_020_800.0,
+    1.0 / 479_001_600.0,
+    1.0 / 39_916_800.0,
+    1.0 / 3_628_800.0,
+    1.0 / 362_880.0,
+    1.0 / 40_320.0,
+    1.0 / 5_040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+];
+const F32_DEGREE: usize = 9;
+
+/// `(expm1(y), exp(y))` for `y <= 0` (the only range the activations need), branch-free.
+///
+/// `y = k ln2 + r` with `|r| <= ln2/2`; `p = expm1(r)` by its Taylor series to degree 14 (error
+/// below 2^-56 relative); then `exp(y) = 2^k (1 + p)` and `expm1(y) = 2^k p + (2^k - 1)`, both
+/// without cancellation. Arguments below -700 give `(-1, 0)` exactly as in the limit.
+/// `DEGREE` is 14 for float64 results; float32 results use [`F32_DEGREE`]: the truncation error
+/// `|r|^10 / 10! < 2^-36` relative is far below float32's rounding.
+#[inline(always)]
+fn expm1_exp_nonpositive<const DEGREE: usize>(y: f64) -> (f64, f64) {
+    let y = y.max(-700.0);
+    let t = y * INV_LN2 + ROUND_MAGIC;
+    let kf = t - ROUND_MAGIC;
+    let r = (y - kf * LN2_HI) - kf * LN2_LO;
+    // Taylor coefficients 1/n!, Horner from degree DEGREE down to 1.
+    let mut p = TAYLOR[14 - DEGREE];
+    for &c in &TAYLOR[15 - DEGREE..] {
+        p = p.mul_add(r, c);
+    }
+    p *= r;
+    // 2^k from the exponent bits (k in [-1010, 0]: a normal number). The integer k sits in the
+    // low bits of `t`; integer lane arithmetic keeps this vectorisable without AVX-512DQ.
+    let k = t.to_bits().wrapping_sub(ROUND_MAGIC.to_bits());
+    let scale = f64::from_bits(k.wrapping_add(1023) << 52);
+    let em1 = scale.mul_add(p, scale - 1.0);
+    let e = scale.mul_add(p, scale);
+    (em1, e)
+}
+
+/// `tanh(z)` and `tanh'(z)` from one `expm1`: with `u = expm1(-2|z|)`, `e = u + 1`,
+/// `tanh|z| = -u / (1 + e)` and `sech^2 z = 4 e / (1 + e)^2`.
+#[inline(always)]
+pub fn tanh_and_derivative(z: f64) -> (f64, f64) {
+    tanh_and_derivative_of_degree::<14>(z)
+}
+
+#[inline(always)]
+fn tanh_and_derivative_of_degree<const DEGREE: usize>(z: f64) -> (f64, f64) {
+    let (u, e) = expm1_exp_nonpositive::<DEGREE>(-2.0 * z.abs());
+    let d = 1.0 + e;
+    let t = (-u / d).copysign(z);
+    (t, 4.0 * e / (d * d))
+}
+
+/// `(tanh(z), tanh'(z))` in `T`'s precision: computed in float64 (to the accuracy `T` needs)
+/// and rounded once. The one definition behind every tanh of the engine.
+#[inline(always)]
+pub fn tanh_pair<T: Float>(z: T) -> (T, T) {
+    let (t, d) = if std::mem::size_of::<T>() == 4 {
+        tanh_and_derivative_of_degree::<F32_DEGREE>(z.as_f64())
+    } else {
+        tanh_and_derivative(z.as_f64())
+    };
+    (T::from_f64(t), T::from_f64(d))
+}
+
+multiversion!(
+    /// `out = tanh(input)`.
+    pub fn tanh_slice<T: Float>(input: &[T], out: &mut [T]) -> () = tanh_kernel
+);
+
+#[inline(always)]
+fn tanh_kernel<T: Float>(input: &[T], out: &mut [T]) {
     assert_eq!(input.len(), out.len());
-    if let (Some(i), Some(o)) = (as_f64(input), as_f64_mut(out)) {
-        return kernel(i, o);
-    }
-    let mut a = [0.0f64; STAGE];
-    let mut b = [0.0f64; STAGE];
-    for (ic, oc) in input.chunks(STAGE).zip(out.chunks_mut(STAGE)) {
-        let n = ic.len();
-        for (s, v) in a.iter_mut().zip(ic) {
-            *s = v.as_f64();
-        }
-        kernel(&a[..n], &mut b[..n]);
-        for (o, s) in oc.iter_mut().zip(&b[..n]) {
-            *o = T::from_f64(*s);
-        }
+    for (o, &z) in out.iter_mut().zip(input) {
+        *o = tanh_pair(z).0;
     }
 }
 
-fn as_f64<T: Float>(s: &[T]) -> Option<&[f64]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>())
-        // SAFETY: T is f64.
-        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr() as *const f64, s.len()) })
+multiversion!(
+    /// `out = tanh'(input) = sech^2(input)`.
+    pub fn tanh_derivative_slice<T: Float>(input: &[T], out: &mut [T]) -> () = tanh_derivative_kernel
+);
+
+#[inline(always)]
+fn tanh_derivative_kernel<T: Float>(input: &[T], out: &mut [T]) {
+    assert_eq!(input.len(), out.len());
+    for (o, &z) in out.iter_mut().zip(input) {
+        *o = tanh_pair(z).1;
+    }
 }
 
-fn as_f64_mut<T: Float>(s: &mut [T]) -> Option<&mut [f64]> {
-    (std::any::TypeId::of::<T>() == std::any::TypeId::of::<f64>())
-        // SAFETY: T is f64.
-        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f64, s.len()) })
-}
 
 #[cfg(test)]
 mod tests {
@@ -243,7 +220,7 @@ mod tests {
     fn tanh_is_within_two_ulp_of_libm_at_every_level() {
         let z = grid();
         let mut t = vec![0.0; z.len()];
-        tanh_f64(&z, &mut t);
+        tanh_slice(&z, &mut t);
         let worst = z
             .iter()
             .zip(&t)
@@ -263,7 +240,7 @@ mod tests {
     fn tanh_derivative_is_accurate_in_saturation() {
         let z = grid();
         let mut d = vec![0.0; z.len()];
-        tanh_derivative_f64(&z, &mut d);
+        tanh_derivative_slice(&z, &mut d);
         for (&z, &d) in z.iter().zip(&d) {
             let exact = if z.abs() > 300.0 {
                 0.0
@@ -282,7 +259,7 @@ mod tests {
     fn float32_goes_through_float64_and_rounds_once() {
         let z: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 1e-3).collect();
         let mut t = vec![0.0f32; z.len()];
-        apply(tanh_f64, &z, &mut t);
+        tanh_slice(&z, &mut t);
         for (&z, &t) in z.iter().zip(&t) {
             let exact = (z as f64).tanh();
             let spacing = f32::from_bits((exact.abs() as f32).to_bits() + 1) as f64
