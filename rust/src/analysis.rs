@@ -15,12 +15,12 @@ use crate::cancel::Stop;
 use crate::error::Result;
 use crate::float::Float;
 use crate::forward::{self, Trace};
-use crate::jacobian::{for_sample_tiles, require_per_sample, tile_row_log_sq_norms};
+use crate::jacobian::{for_sample_tiles, require_per_sample, tile_row_sq_norms, RowSqNorms};
 use crate::jvp::jvp;
 use crate::loss::{self, Loss, Targets};
 use crate::network::{Network, Op};
 use crate::simd::multiversion;
-use crate::scale::{log_add_exp, log_sum_exp, log_sum_squares_of, Exponents};
+use crate::scale::{log_add_exp, log_sum_squares_of, Exponents};
 
 /// Per-unit statistics of every Activation layer's input `Z` (`B x d`), depth-first (SPEC §4).
 #[derive(Debug, Clone)]
@@ -472,33 +472,23 @@ pub fn jacobian_log_sq_norm_matrix<T: Float>(
     let trace = forward::forward(net, x, stop)?;
     let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
     let tiles = for_sample_tiles(&trace, max_width, |rows| {
-        let nb = rows.len();
-        let mut out = Array3::from_elem((n + 1, n + 1, nb), f64::NAN);
-        let mut previous: Option<Array3<f64>> = None; // per-row logs of end j - 1
+        let mut out = Array3::from_elem((n + 1, n + 1, rows.len()), f64::NAN);
+        let mut previous: Option<RowSqNorms> = None; // end j - 1
         for end in 0..=n {
-            let per_row = match (net.top_level_activation(end), previous.take()) {
+            let derived = match (net.top_level_activation(end), previous.take()) {
                 (Some(act), Some(prev)) if end > 0 => {
                     let z = trace.point(net, end - 1).slice_move(s![rows.clone(), ..]);
-                    let mut per_row = Array3::from_elem((end + 1, nb, z.ncols()), 0.0);
-                    per_row.slice_mut(s![..end, .., ..]).assign(&prev);
-                    let mut slope = vec![T::zero(); z.ncols()];
-                    for b in 0..nb {
-                        let zrow = z.row(b).to_vec();
-                        act.derivative_slice(&zrow, &mut slope);
-                        for (kk, d) in slope.iter().enumerate() {
-                            let log_d2 = 2.0 * d.as_f64().abs().ln();
-                            per_row
-                                .slice_mut(s![..end, b, kk])
-                                .mapv_inplace(|v| v + log_d2);
-                        }
-                    }
-                    per_row // the row `end` stays 0 = ln ||e_k||^2
+                    through_activation(act, z, prev)
                 }
-                _ => tile_row_log_sq_norms(net, &trace, rows.clone(), end, stop)?,
+                _ => None,
             };
-            let logs = per_row.map_axis(Axis(2), |r| log_sum_exp(r.iter().copied()));
-            out.slice_mut(s![..=end, end, ..]).assign(&logs);
-            previous = Some(per_row);
+            let norms = match derived {
+                Some(norms) => norms,
+                None => tile_row_sq_norms(net, &trace, rows.clone(), end, stop)?,
+            };
+            out.slice_mut(s![..=end, end, ..])
+                .assign(&norms.log_sq_norms());
+            previous = Some(norms);
         }
         Ok(out)
     })?;
@@ -507,6 +497,58 @@ pub fn jacobian_log_sq_norm_matrix<T: Float>(
         out.slice_mut(s![.., .., rows]).assign(&part);
     }
     Ok((out, point_log_norms(net, &trace)))
+}
+
+/// The row norms of `dp_j/dp_i` for an end point `p_j = phi(p_{j-1})` from those of
+/// `dp_{j-1}/dp_i`: row `k` is row `k` of the previous Jacobian times `phi'(z_k)`, so its squared
+/// norm is the previous one times `phi'(z_k)^2`; `dp_j/dp_j` is the identity (rows of norm 1).
+/// Each `(i, b)` lane is renormalised by an exact power of two. `None` where float64 could lose a
+/// lane to underflow (derivatives below about `1e-150`): the caller then sweeps the end point.
+fn through_activation<T: Float>(
+    act: crate::activation::Activation,
+    z: ArrayView2<T>,
+    prev: RowSqNorms,
+) -> Option<RowSqNorms> {
+    let (end, nb, d) = (prev.sq.dim().0, z.nrows(), z.ncols());
+    let mut sq = Array3::<f64>::zeros((end + 1, nb, d));
+    let mut scale = Array2::<i32>::zeros((end + 1, nb));
+    sq.slice_mut(s![end, .., ..]).fill(1.0);
+    let mut slope = vec![T::zero(); d];
+    let mut slope_sq = vec![0.0f64; d];
+    for b in 0..nb {
+        act.derivative_slice(&z.row(b).to_vec(), &mut slope);
+        for (s2, &v) in slope_sq.iter_mut().zip(&slope) {
+            *s2 = v.as_f64() * v.as_f64();
+        }
+        for i in 0..end {
+            let before = prev.sq.slice(s![i, b, ..]);
+            let mut lane = sq.slice_mut(s![i, b, ..]);
+            let mut top = 0.0f64;
+            for ((o, &p), &s2) in lane.iter_mut().zip(before).zip(&slope_sq) {
+                *o = p * s2;
+                top = top.max(*o);
+            }
+            if top < f64::MIN_POSITIVE * 2f64.powi(64) {
+                // a lane that was not zero before must not vanish here by underflow
+                let was_zero = before
+                    .iter()
+                    .zip(&slope)
+                    .all(|(&p, &v)| p == 0.0 || v == T::zero());
+                if !was_zero {
+                    return None;
+                }
+            }
+            let mut e = prev.scale[[i, b]];
+            if top > 0.0 && !(2f64.powi(-600)..=2f64.powi(600)).contains(&top) {
+                let shift = top.log2().floor() as i32;
+                let f = (-shift as f64).exp2();
+                lane.mapv_inplace(|v| v * f);
+                e += shift;
+            }
+            scale[[i, b]] = e;
+        }
+    }
+    Some(RowSqNorms { sq, scale })
 }
 
 /// A small deterministic Gaussian generator (SplitMix64 + Box–Muller): probes depend only on the
@@ -746,6 +788,82 @@ mod tests {
             .zip(&whole.weight_grad_log_norms)
         {
             assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn derived_activation_end_points_match_their_own_sweeps_even_in_saturation() {
+        use crate::activation::Activation;
+        use crate::network::{DenseParams, Layer};
+        let mut g = Gaussian::new(5);
+        let w = 12;
+        let mut layers = Vec::new();
+        for (l, gain) in [(0, 1.0), (1, 400.0), (2, 1.0), (3, 1.0)] {
+            let d_in = if l == 0 { 6 } else { w };
+            layers.push(Layer::Dense(DenseParams {
+                weight: gaussian_matrix(&mut g, w, d_in, gain / (d_in as f64).sqrt()),
+                bias: None,
+            }));
+            layers.push(Layer::Activation(Activation::Tanh));
+        }
+        let net = Network::new(layers).unwrap();
+        let x = gaussian_matrix(&mut g, 9, 6, 1.0);
+        let stop = Stop::new();
+        let (matrix, _) = jacobian_log_sq_norm_matrix(&net, x.view(), &stop).unwrap();
+        let trace = forward::forward(&net, x.view(), &stop).unwrap();
+        // the layer of gain 400 saturates: some slopes are far below 1e-150
+        let z = trace.point(&net, 3);
+        assert!(z.iter().any(|v| v.abs() > 200.0) && z.iter().any(|v| v.abs() < 50.0));
+        let n = net.num_layers();
+        for end in 0..=n {
+            let swept = tile_row_sq_norms(&net, &trace, 0..9, end, &stop)
+                .unwrap()
+                .log_sq_norms();
+            for i in 0..=end {
+                for b in 0..9 {
+                    let (a, e) = (matrix[[i, end, b]], swept[[i, b]]);
+                    assert!(
+                        a == e || (a - e).abs() < 1e-12 * e.abs().max(1.0),
+                        "[{i}, {end}, {b}]: {a} vs {e}"
+                    );
+                    assert!(a.is_finite(), "[{i}, {end}, {b}] = {a}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_activation_whose_slopes_underflow_when_squared_is_swept_instead() {
+        use crate::activation::Activation;
+        use crate::network::{DenseParams, Layer};
+        let constant = |d_out, d_in, total: f64| {
+            Layer::Dense(DenseParams {
+                weight: Array2::from_elem((d_out, d_in), total / d_in as f64),
+                bias: None,
+            })
+        };
+        // every pre-activation of the second tanh is 250: slope ~ 1e-217, squared below f64's range
+        let net = Network::new(vec![
+            constant(4, 3, 1.0),
+            Layer::Activation(Activation::Tanh),
+            constant(4, 4, 250.0 / 0.761_594_155_955_764_9),
+            Layer::Activation(Activation::Tanh),
+        ])
+        .unwrap();
+        let x = Array2::from_elem((2, 3), 1.0);
+        let stop = Stop::new();
+        let trace = forward::forward(&net, x.view(), &stop).unwrap();
+        let prev = tile_row_sq_norms(&net, &trace, 0..2, 3, &stop).unwrap();
+        assert!(through_activation(Activation::Tanh, trace.point(&net, 3), prev).is_none());
+        let (matrix, _) = jacobian_log_sq_norm_matrix(&net, x.view(), &stop).unwrap();
+        let swept = tile_row_sq_norms(&net, &trace, 0..2, 4, &stop)
+            .unwrap()
+            .log_sq_norms();
+        for i in 0..=4 {
+            assert_eq!(matrix[[i, 4, 0]], swept[[i, 0]]);
+        }
+        for i in 0..4 {
+            assert!(matrix[[i, 4, 0]].is_finite() && matrix[[i, 4, 0]] < -900.0, "{i}: {}", matrix[[i, 4, 0]]);
         }
     }
 

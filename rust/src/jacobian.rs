@@ -13,7 +13,7 @@ use crate::forward::{forward, Trace};
 use crate::invalid;
 use crate::jvp::jvp;
 use crate::network::Network;
-use crate::scale::{log_add_exp, log_sum_squares_of};
+use crate::scale::log_add_exp;
 
 /// `K` identity vectors per sample: row `b*K + t` is the unit vector `e_{first + t}` of width `d`.
 pub fn identity_block<T: Float>(batch: usize, first: usize, k: usize, d: usize) -> Array2<T> {
@@ -132,26 +132,52 @@ fn tiling(batch: usize, d_end: usize, max_width: usize) -> (usize, usize) {
     (k, samples)
 }
 
-/// `ln ||row_k(dp_end/dp_i)_b||^2` for every point `i <= end`, every sample `b` of `rows`, every
-/// `k < d_end`: shape `(end + 1, rows.len(), d_end)`. Identity-seeded, rescaled VJPs over the
-/// tile's samples, `K` rows at a time; finite at any depth (`-inf` only for exactly zero rows).
-pub fn tile_row_log_sq_norms<T: Float>(
+/// Squared norms of the rows of per-sample Jacobians `dp_end/dp_i` for every point `i <= end`
+/// and every sample `b` of a tile: `||row_k(dp_end/dp_i)_b||^2 = sq[i, b, k] * 2^scale[i, b]`.
+/// Exact powers of two carry the magnitude, so nothing overflows or underflows at any depth.
+#[derive(Debug, Clone)]
+pub struct RowSqNorms {
+    /// `(end + 1, samples, d_end)`.
+    pub sq: Array3<f64>,
+    /// `(end + 1, samples)`: base-2 exponents.
+    pub scale: Array2<i32>,
+}
+
+impl RowSqNorms {
+    /// `ln ||dp_end/dp_i||_F^2` per point and sample, `(end + 1, samples)`: one logarithm each.
+    pub fn log_sq_norms(&self) -> Array2<f64> {
+        let ln2 = std::f64::consts::LN_2;
+        let mut out = Array2::zeros(self.scale.raw_dim());
+        for ((o, rows), &e) in out
+            .iter_mut()
+            .zip(self.sq.lanes(ndarray::Axis(2)))
+            .zip(&self.scale)
+        {
+            *o = rows.sum().ln() + e as f64 * ln2;
+        }
+        out
+    }
+}
+
+/// [`RowSqNorms`] of the tile `rows` by identity-seeded, rescaled VJPs from `end`, `K` rows at
+/// a time.
+pub fn tile_row_sq_norms<T: Float>(
     net: &Network<T>,
     trace: &Trace<T>,
     rows: Range<usize>,
     end: usize,
     stop: &Stop,
-) -> Result<Array3<f64>> {
+) -> Result<RowSqNorms> {
     let batch = rows.len();
     let d_end = trace.point(net, end).ncols();
     let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
     let (chunk, _) = tiling(batch, d_end, max_width);
-    let mut out = Array3::<f64>::from_elem((end + 1, batch, d_end), f64::NEG_INFINITY);
+    let mut sq = Array3::<f64>::zeros((end + 1, batch, d_end));
+    let mut scale = Array2::<i32>::zeros((end + 1, batch));
     let opts = VjpOptions {
         params: false,
         rescale: true,
     };
-    let ln2 = std::f64::consts::LN_2;
     for first in (0..d_end).step_by(chunk) {
         let k = chunk.min(d_end - first);
         let seed = identity_block(batch, first, k, d_end);
@@ -164,13 +190,20 @@ pub fn tile_row_log_sq_norms<T: Float>(
             end,
             0,
             opts,
-            &mut |i, g, exps| {
+            &mut |i, _, exps| {
                 for b in 0..batch {
-                    let shift = 2.0 * exps.per_sample[b] as f64 * ln2;
-                    for t in 0..k {
-                        let row = g.row(b * k + t);
-                        let log = log_sum_squares_of(row);
-                        out[[i, b, first + t]] = log + shift;
+                    let e = 2 * exps.per_sample[b];
+                    // the chunks of one sample may carry different exponents: align to the larger
+                    let top = if first == 0 { e } else { scale[[i, b]].max(e) };
+                    if first > 0 && scale[[i, b]] != top {
+                        let f = ((scale[[i, b]] - top) as f64).exp2();
+                        sq.slice_mut(s![i, b, ..first]).mapv_inplace(|v| v * f);
+                    }
+                    scale[[i, b]] = top;
+                    let f = ((e - top) as f64).exp2();
+                    let rows = &exps.row_sq_norms[b * k..(b + 1) * k];
+                    for (o, &r) in sq.slice_mut(s![i, b, first..first + k]).iter_mut().zip(rows) {
+                        *o = r * f;
                     }
                 }
                 Ok(())
@@ -178,7 +211,7 @@ pub fn tile_row_log_sq_norms<T: Float>(
             stop,
         )?;
     }
-    Ok(out)
+    Ok(RowSqNorms { sq, scale })
 }
 
 /// Splits the batch into fixed tiles and runs `f(rows)` on each in parallel, results in order.
@@ -201,7 +234,7 @@ pub fn for_sample_tiles<T: Float, R: Send>(
 }
 
 /// `ln ||dp_end/dp_i||_F^2` for every point `i <= end` and every sample of `rows`: shape
-/// `(end + 1, rows.len())`. Like [`tile_row_log_sq_norms`], but per sample: the norms come from
+/// `(end + 1, rows.len())`. Like [`tile_row_sq_norms`], but per sample: the norms come from
 /// the rescaling pass itself ([`crate::scale::Exponents::log_sq_norms`]).
 pub fn tile_log_sq_norms<T: Float>(
     net: &Network<T>,

@@ -22,8 +22,8 @@ fn limit<T: Float>() -> i32 {
     }
 }
 
-/// Per-sample base-2 exponents of a block of `K` rows per sample, and the log squared norms
-/// the last [`Exponents::rescale`] measured.
+/// Per-sample base-2 exponents of a block of `K` rows per sample, and the squared norms the last
+/// [`Exponents::rescale`] measured.
 #[derive(Debug, Clone)]
 pub struct Exponents {
     pub per_sample: Vec<i32>,
@@ -32,6 +32,8 @@ pub struct Exponents {
     /// `ln` of each sample's true squared norm (its `K` rows, exponent included), as measured by
     /// the last `rescale`: the pass that decides the scale also gives the norms, for free.
     pub log_sq_norms: Vec<f64>,
+    /// Each row's sum of squares as the block holds it (times `4^per_sample[b]` for the true one).
+    pub row_sq_norms: Vec<f64>,
 }
 
 impl Exponents {
@@ -40,6 +42,7 @@ impl Exponents {
             per_sample: vec![0; batch],
             shared,
             log_sq_norms: vec![f64::NAN; batch],
+            row_sq_norms: Vec::new(),
         }
     }
 
@@ -48,48 +51,53 @@ impl Exponents {
     }
 
     /// Rescales `block` (`K` rows per sample) where its magnitude left the safe range, and
-    /// records each sample's log squared norm.
+    /// records each row's sum of squares and each sample's log squared norm.
     ///
-    /// One float64 sum of squares per sample decides: a sum in `[2^-2L, 2^2L]` (or zero) needs no
+    /// One float64 sum of squares per sample decides: a sum in `[2^-2L, 2^2L]` needs no
     /// scaling. Otherwise the sample's largest magnitude `m` sets the exponent `floor(log2 m)`
     /// and the rows are multiplied by its inverse power of two (exact).
     pub fn rescale<T: Float>(&mut self, block: &mut Array2<T>, k: usize) {
         let lim = limit::<T>();
         let (lo2, hi2) = (((-2 * lim) as f64).exp2(), ((2 * lim) as f64).exp2());
-        let fits = |s: f64| s == 0.0 || (lo2..=hi2).contains(&s);
+        // (a zero sum may be an underflow: the largest magnitude then decides)
+        let fits = |s: f64| (lo2..=hi2).contains(&s);
         let (hi, lo) = (
             T::from_f64((lim as f64).exp2()),
             T::from_f64((-lim as f64).exp2()),
         );
         let needs = |m: T| m.is_finite() && m > T::zero() && (m > hi || m < lo);
         let shift = |m: T| -> i32 { m.as_f64().log2().floor() as i32 };
-        let sum_sq = |rows: ArrayView2<T>| match rows.as_slice() {
-            Some(s) => sum_squares(s),
-            None => rows.iter().map(|&v| v.as_f64() * v.as_f64()).sum(),
+        // each row's sum of squares into `out`; their sum (in row order)
+        let measure = |rows: ArrayView2<T>, out: &mut [f64]| -> f64 {
+            row_sum_squares(rows, out);
+            out.iter().sum()
         };
         let max_abs = |rows: ArrayView2<T>| match rows.as_slice() {
             Some(s) => max_abs_slice(s),
             None => rows.iter().fold(T::zero(), |a, &v| a.max(v.abs())),
         };
+        let scale_by = |rows: &mut ArrayViewMut2<T>, e: i32| {
+            let factor = T::from_f64((-e as f64).exp2());
+            rows.mapv_inplace(|v| v * factor);
+        };
         let ln2 = std::f64::consts::LN_2;
+        self.row_sq_norms.resize(block.nrows(), 0.0);
         if self.shared {
-            let sums: Vec<f64> = block
-                .axis_chunks_iter(Axis(0), k)
-                .map(|rows| sum_sq(rows))
-                .collect();
-            let total: f64 = sums.iter().sum();
+            let measure_all = |block: ArrayView2<T>, rows_out: &mut [f64]| -> Vec<f64> {
+                block
+                    .axis_chunks_iter(Axis(0), k)
+                    .zip(rows_out.chunks_mut(k))
+                    .map(|(rows, out)| measure(rows, out))
+                    .collect()
+            };
+            let mut sums = measure_all(block.view(), &mut self.row_sq_norms);
             let mut e = 0;
-            let mut sums = sums;
-            if !fits(total) {
+            if !fits(sums.iter().sum()) {
                 let m = max_abs(block.view());
                 if needs(m) {
                     e = shift(m);
-                    let factor = T::from_f64((-e as f64).exp2());
-                    block.par_mapv_inplace(|v| v * factor);
-                    sums = block
-                        .axis_chunks_iter(Axis(0), k)
-                        .map(|rows| sum_sq(rows))
-                        .collect();
+                    scale_by(&mut block.view_mut(), e);
+                    sums = measure_all(block.view(), &mut self.row_sq_norms);
                 }
             }
             for ((x, log), s) in self.per_sample.iter_mut().zip(&mut self.log_sq_norms).zip(sums) {
@@ -98,20 +106,20 @@ impl Exponents {
             }
             return;
         }
-        let one_sample = |mut rows: ArrayViewMut2<T>, exp: &mut i32, log: &mut f64| {
-            let mut s = sum_sq(rows.view());
-            if !fits(s) {
-                let m = max_abs(rows.view());
-                if needs(m) {
-                    let e = shift(m);
-                    let factor = T::from_f64((-e as f64).exp2());
-                    rows.mapv_inplace(|v| v * factor);
-                    *exp += e;
-                    s = sum_sq(rows.view());
+        let one_sample =
+            |mut rows: ArrayViewMut2<T>, exp: &mut i32, log: &mut f64, out: &mut [f64]| {
+                let mut s = measure(rows.view(), out);
+                if !fits(s) {
+                    let m = max_abs(rows.view());
+                    if needs(m) {
+                        let e = shift(m);
+                        scale_by(&mut rows, e);
+                        *exp += e;
+                        s = measure(rows.view(), out);
+                    }
                 }
-            }
-            *log = s.ln() + 2.0 * *exp as f64 * ln2;
-        };
+                *log = s.ln() + 2.0 * *exp as f64 * ln2;
+            };
         // Samples are independent: parallel only when the block is worth splitting.
         if block.len() >= 4 * PARALLEL_ELEMENTS {
             block
@@ -119,13 +127,15 @@ impl Exponents {
                 .into_par_iter()
                 .zip(self.per_sample.par_iter_mut())
                 .zip(self.log_sq_norms.par_iter_mut())
-                .for_each(|((rows, exp), log)| one_sample(rows, exp, log));
+                .zip(self.row_sq_norms.par_chunks_mut(k))
+                .for_each(|(((rows, exp), log), out)| one_sample(rows, exp, log, out));
         } else {
             block
                 .axis_chunks_iter_mut(Axis(0), k)
                 .zip(self.per_sample.iter_mut())
                 .zip(self.log_sq_norms.iter_mut())
-                .for_each(|((rows, exp), log)| one_sample(rows, exp, log));
+                .zip(self.row_sq_norms.chunks_mut(k))
+                .for_each(|(((rows, exp), log), out)| one_sample(rows, exp, log, out));
         }
     }
 }
@@ -157,15 +167,6 @@ fn max_abs_kernel<T: Float>(values: &[T]) -> T {
 /// one iteration do not wait on each other. The summation order is fixed, hence reproducible.
 const LANES: usize = 32;
 
-/// `ln(sum exp(x))` of finite or infinite logs, in one fixed order (`-inf` for none).
-pub fn log_sum_exp(logs: impl Iterator<Item = f64> + Clone) -> f64 {
-    let m = logs.clone().fold(f64::NEG_INFINITY, f64::max);
-    if !m.is_finite() {
-        return m;
-    }
-    m + logs.map(|l| (l - m).exp()).sum::<f64>().ln()
-}
-
 multiversion!(
     /// `sum v^2` in float64 with [`LANES`] interleaved accumulators (a fixed order that vectorises).
     pub fn sum_squares<T: Float>(values: &[T]) -> f64 = sum_squares_kernel
@@ -195,6 +196,84 @@ fn sum_squares_kernel<T: Float>(values: &[T]) -> f64 {
         }
     }
     acc[0]
+}
+
+/// `out[r] = sum_j block[r, j]^2` for every row of `block`, in float64.
+pub fn row_sum_squares<T: Float>(block: ArrayView2<T>, out: &mut [f64]) {
+    assert_eq!(block.nrows(), out.len());
+    match block.as_slice() {
+        Some(s) if block.ncols() > 0 => rows_sum_squares(s, block.ncols(), out),
+        _ => {
+            for (o, row) in out.iter_mut().zip(block.rows()) {
+                *o = row.iter().map(|&v| v.as_f64() * v.as_f64()).sum();
+            }
+        }
+    }
+}
+
+/// [`row_sum_squares`] of a contiguous block of rows of `d` elements: eight lanes per row, the
+/// tail in its own sum. The AVX-512 version is written out (the compiler splits this loop badly);
+/// it performs the same operations in the same order as the portable one, so the bits agree.
+fn rows_sum_squares<T: Float>(values: &[T], d: usize, out: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::level() == crate::simd::Level::Avx512 {
+        // SAFETY: the level is only reported when the CPU has AVX-512F.
+        return unsafe { rows_sum_squares_avx512(values, d, out) };
+    }
+    rows_sum_squares_portable(values, d, out)
+}
+
+multiversion!(
+    fn rows_sum_squares_portable<T: Float>(values: &[T], d: usize, out: &mut [f64]) -> () = rows_sum_squares_kernel
+);
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn rows_sum_squares_avx512<T: Float>(values: &[T], d: usize, out: &mut [f64]) {
+    use std::arch::x86_64::*;
+    let single = std::mem::size_of::<T>() == 4;
+    for (o, row) in out.iter_mut().zip(values.chunks_exact(d)) {
+        let whole = d / 8 * 8;
+        let p = row.as_ptr();
+        let mut acc = _mm512_setzero_pd();
+        let mut j = 0;
+        while j < whole {
+            // SAFETY: j + 8 <= d elements of T (f32 or f64, by the size test) are in the row.
+            let v = if single {
+                _mm512_cvtps_pd(_mm256_loadu_ps(p.add(j) as *const f32))
+            } else {
+                _mm512_loadu_pd(p.add(j) as *const f64)
+            };
+            acc = _mm512_add_pd(acc, _mm512_mul_pd(v, v));
+            j += 8;
+        }
+        let mut lanes = [0.0f64; 8];
+        _mm512_storeu_pd(lanes.as_mut_ptr(), acc);
+        *o = finish_rows_sum(&lanes, &row[whole..]);
+    }
+}
+
+/// The fixed reduction of the eight lanes, plus the tail's own sum.
+#[inline(always)]
+fn finish_rows_sum<T: Float>(acc: &[f64; 8], tail: &[T]) -> f64 {
+    let tail: f64 = tail.iter().map(|&v| v.as_f64() * v.as_f64()).sum();
+    (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) + tail
+}
+
+#[inline(always)]
+fn rows_sum_squares_kernel<T: Float>(values: &[T], d: usize, out: &mut [f64]) {
+    for (o, row) in out.iter_mut().zip(values.chunks_exact(d)) {
+        let mut acc = [0.0f64; 8];
+        let chunks = row.chunks_exact(8);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                let v = v.as_f64();
+                *a += v * v;
+            }
+        }
+        *o = finish_rows_sum(&acc, tail);
+    }
 }
 
 /// `ln(sum v^2)` of a contiguous slice: one fast pass, falling back to the scaled two-pass form
@@ -272,6 +351,42 @@ mod tests {
         let logs = &e.log_sq_norms;
         let exact = (1e300f64.ln() * 2.0) + (1.0 + 0.09f64).ln();
         assert!((logs[0] - exact).abs() < 1e-12);
+    }
+
+    #[test]
+    fn row_sums_of_squares_are_the_same_bits_at_every_level() {
+        fn check<T: Float>(scale: f64) {
+            for d in 1..=41 {
+                let values: Vec<T> = (0..3 * d)
+                    .map(|i| T::from_f64(scale * ((i * 7919 % 113) as f64 - 56.0) / 17.0))
+                    .collect();
+                let mut portable = vec![0.0; 3];
+                rows_sum_squares_kernel(&values, d, &mut portable);
+                let exact: Vec<f64> = values
+                    .chunks(d)
+                    .map(|r| r.iter().map(|&v| v.as_f64() * v.as_f64()).sum::<f64>())
+                    .collect();
+                for (p, e) in portable.iter().zip(&exact) {
+                    assert!((p - e).abs() <= 1e-14 * e, "{p} vs {e}");
+                }
+                let mut dispatched = vec![0.0; 3];
+                rows_sum_squares(&values, d, &mut dispatched);
+                assert_eq!(portable, dispatched, "d = {d} at {:?}", crate::simd::level());
+            }
+        }
+        check::<f32>(1.0);
+        check::<f64>(1e-3);
+    }
+
+    #[test]
+    fn a_sum_of_squares_that_underflows_still_rescales() {
+        let mut b = array![[3e-200f64, 4e-200], [0.0, 0.0]];
+        let mut e = Exponents::new(2, false);
+        e.rescale(&mut b, 1);
+        let exact = 2.0 * 5e-200f64.ln();
+        assert!((e.log_sq_norms[0] - exact).abs() < 1e-12, "{:?}", e.log_sq_norms);
+        assert_eq!(e.log_sq_norms[1], f64::NEG_INFINITY);
+        assert!(e.per_sample[0] < -600 && e.per_sample[1] == 0);
     }
 
     #[test]
