@@ -19,8 +19,8 @@ use crate::jacobian::{for_sample_tiles, require_per_sample, tile_row_sq_norms, R
 use crate::jvp::jvp;
 use crate::loss::{self, Loss, Targets};
 use crate::network::{Network, Op};
-use crate::simd::multiversion;
 use crate::scale::{log_add_exp, log_sum_squares_of, Exponents};
+use crate::simd::multiversion;
 
 /// Per-unit statistics of every Activation layer's input `Z` (`B x d`), depth-first (SPEC §4).
 #[derive(Debug, Clone)]
@@ -79,7 +79,11 @@ impl UnitMoments {
     fn of<T: Float>(z: ArrayView2<T>) -> Self {
         let (batch, d) = z.dim();
         let z = z.as_standard_layout();
-        let rows = || z.as_slice().expect("standard layout").chunks_exact(d.max(1));
+        let rows = || {
+            z.as_slice()
+                .expect("standard layout")
+                .chunks_exact(d.max(1))
+        };
         let mut sum = vec![0.0f64; d];
         let mut pos = vec![0.0f64; d];
         let mut neg = vec![0.0f64; d];
@@ -121,7 +125,13 @@ impl UnitMoments {
             .pos
             .iter()
             .zip(&self.neg)
-            .map(|(&p, &n)| if p + n == 0.0 { 0.0 } else { p.min(n) / (p + n) })
+            .map(|(&p, &n)| {
+                if p + n == 0.0 {
+                    0.0
+                } else {
+                    p.min(n) / (p + n)
+                }
+            })
             .collect();
         (std, sign)
     }
@@ -133,7 +143,12 @@ multiversion!(
 );
 
 #[inline(always)]
-fn add_row_and_signs_kernel<T: Float>(row: &[T], sum: &mut [f64], pos: &mut [f64], neg: &mut [f64]) {
+fn add_row_and_signs_kernel<T: Float>(
+    row: &[T],
+    sum: &mut [f64],
+    pos: &mut [f64],
+    neg: &mut [f64],
+) {
     for (((&v, s), p), n) in row.iter().zip(sum).zip(pos).zip(neg) {
         let v = v.as_f64();
         *s += v;
@@ -390,6 +405,7 @@ fn backward_log_norms<T: Float>(
     let opts = VjpOptions {
         params: true,
         rescale: true,
+        row_norms: false,
     };
     let params = vjp(
         net,
@@ -863,7 +879,11 @@ mod tests {
             assert_eq!(matrix[[i, 4, 0]], swept[[i, 0]]);
         }
         for i in 0..4 {
-            assert!(matrix[[i, 4, 0]].is_finite() && matrix[[i, 4, 0]] < -900.0, "{i}: {}", matrix[[i, 4, 0]]);
+            assert!(
+                matrix[[i, 4, 0]].is_finite() && matrix[[i, 4, 0]] < -900.0,
+                "{i}: {}",
+                matrix[[i, 4, 0]]
+            );
         }
     }
 

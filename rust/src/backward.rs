@@ -33,7 +33,13 @@ impl<T: Float> ParamGrads<T> {
             .iter_mut()
             .zip(&mut self.biases)
             .zip(&mut self.exponents)
-            .zip(other.weights.iter().zip(&other.biases).zip(&other.exponents));
+            .zip(
+                other
+                    .weights
+                    .iter()
+                    .zip(&other.biases)
+                    .zip(&other.exponents),
+            );
         for (((w, b), e), ((ow, ob), &oe)) in layers {
             let top = (*e).max(oe);
             let (f, of) = (
@@ -58,6 +64,9 @@ pub struct VjpOptions {
     /// Rescale blocks by exact powers of two at every point so that they never overflow or
     /// underflow (see [`crate::scale`]); sinks then receive the exponents.
     pub rescale: bool,
+    /// With `rescale`, also record every row's sum of squares
+    /// ([`Exponents::row_sq_norms`]), not only every sample's.
+    pub row_norms: bool,
 }
 
 /// A consumer of the block at each point: `(point, block, exponents)`; the true block is
@@ -159,6 +168,7 @@ pub fn vjp_rows<T: Float>(
     }
     let value = |slot: Slot| trace.values[slot].slice(s![rows.clone(), ..]);
     let mut exps = Exponents::new(batch, net.has_batchnorm());
+    exps.row_norms = opts.row_norms;
     let mut grads: Vec<Option<Array2<T>>> = vec![None; net.num_slots()];
     let mut seed = seed;
     if opts.rescale {
@@ -206,8 +216,9 @@ pub fn vjp_rows<T: Float>(
                     accumulate(&mut grads, node.input, T::one(), gi);
                 }
                 Op::Activation(a) => {
-                    let gi = kernels::activation_tangent(a, input, k, g.view());
-                    accumulate(&mut grads, node.input, T::one(), gi);
+                    let mut g = g;
+                    kernels::activation_tangent(a, input, k, &mut g);
+                    accumulate(&mut grads, node.input, T::one(), g);
                 }
                 Op::LayerNorm(i) => {
                     let gi = kernels::layernorm_tangent(
@@ -267,7 +278,7 @@ pub fn vjp_all_points<T: Float>(
     let mut points = vec![None; net.num_layers() + 1];
     let opts = VjpOptions {
         params: true,
-        rescale: false,
+        ..VjpOptions::default()
     };
     let params = vjp(
         net,
@@ -309,7 +320,7 @@ pub fn loss_and_grad<T: Float>(
     let mut points = vec![Array2::zeros((0, 0)); n + 1];
     let opts = VjpOptions {
         params: true,
-        rescale: false,
+        ..VjpOptions::default()
     };
     let params = vjp(
         net,

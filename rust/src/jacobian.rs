@@ -177,6 +177,7 @@ pub fn tile_row_sq_norms<T: Float>(
     let opts = VjpOptions {
         params: false,
         rescale: true,
+        row_norms: true,
     };
     for first in (0..d_end).step_by(chunk) {
         let k = chunk.min(d_end - first);
@@ -202,7 +203,11 @@ pub fn tile_row_sq_norms<T: Float>(
                     scale[[i, b]] = top;
                     let f = ((e - top) as f64).exp2();
                     let rows = &exps.row_sq_norms[b * k..(b + 1) * k];
-                    for (o, &r) in sq.slice_mut(s![i, b, first..first + k]).iter_mut().zip(rows) {
+                    for (o, &r) in sq
+                        .slice_mut(s![i, b, first..first + k])
+                        .iter_mut()
+                        .zip(rows)
+                    {
                         *o = r * f;
                     }
                 }
@@ -251,8 +256,9 @@ pub fn tile_log_sq_norms<T: Float>(
     let opts = VjpOptions {
         params: false,
         rescale: true,
+        row_norms: false,
     };
-        for first in (0..d_end).step_by(chunk) {
+    for first in (0..d_end).step_by(chunk) {
         let k = chunk.min(d_end - first);
         let seed = identity_block(batch, first, k, d_end);
         vjp_rows(

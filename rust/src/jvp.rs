@@ -58,7 +58,11 @@ pub fn jvp<T: Float>(
         };
         let mut out = match node.op {
             Op::Dense(i) => kernels::matmul_rows(t, net.dense_t[i].view()),
-            Op::Activation(a) => kernels::activation_tangent(a, input, k, t),
+            Op::Activation(a) => {
+                let mut out = t.to_owned();
+                kernels::activation_tangent(a, input, k, &mut out);
+                out
+            }
             Op::LayerNorm(i) => kernels::layernorm_tangent(
                 input,
                 stats()?.view(),

@@ -241,22 +241,20 @@ pub fn activation_forward<T: Float>(act: Activation, z: ArrayView2<T>) -> Array2
     y
 }
 
-/// `out[b, k] = block[b, k] * phi'(z[b])`: the activation's Jacobian is diagonal, so the VJP and
+/// `block[b, k] *= phi'(z[b])` in place: the activation's Jacobian is diagonal, so the VJP and
 /// the JVP are the same map.
 pub fn activation_tangent<T: Float>(
     act: Activation,
     z: ArrayView2<T>,
     k: usize,
-    block: ArrayView2<T>,
-) -> Array2<T> {
+    block: &mut Array2<T>,
+) {
     let d = z.ncols();
-    let mut out = Array2::zeros(block.raw_dim());
-    for_row_chunks(out.view_mut(), rows_per_task(d, k), |start, mut oc| {
+    for_row_chunks(block.view_mut(), rows_per_task(d, k), |start, mut chunk| {
         let mut slope = vec![T::zero(); d];
         // `start` is a multiple of `k`: the chunk holds whole samples.
-        for (s, mut rows) in oc.axis_chunks_iter_mut(Axis(0), k).enumerate() {
-            let sample = start / k + s;
-            let zrow = z.row(sample);
+        for (s, mut rows) in chunk.axis_chunks_iter_mut(Axis(0), k).enumerate() {
+            let zrow = z.row(start / k + s);
             match zrow.as_slice() {
                 Some(zs) => act.derivative_slice(zs, &mut slope),
                 None => slope
@@ -264,36 +262,27 @@ pub fn activation_tangent<T: Float>(
                     .zip(zrow)
                     .for_each(|(s, &z)| *s = act.derivative(z)),
             }
-            let g = block.slice(s![sample * k..sample * k + rows.nrows(), ..]);
-            match (rows.as_slice_mut(), g.as_slice()) {
-                (Some(o), Some(g)) => scale_rows(o, g, &slope),
-                _ => Zip::from(rows.rows_mut())
-                    .and(g.rows())
-                    .for_each(|mut o, g| {
-                        Zip::from(&mut o)
-                            .and(g)
-                            .and(&slope)
-                            .for_each(|o, &g, &s| *o = g * s)
-                    }),
+            match rows.as_slice_mut() {
+                Some(g) => scale_rows(g, &slope),
+                None => rows
+                    .rows_mut()
+                    .into_iter()
+                    .for_each(|mut g| Zip::from(&mut g).and(&slope).for_each(|g, &s| *g *= s)),
             }
         }
     });
-    out
 }
 
 multiversion!(
-    /// `out[r * d + j] = g[r * d + j] * slope[j]` for every row `r` (`d = slope.len()`).
-    fn scale_rows<T: Float>(out: &mut [T], g: &[T], slope: &[T]) -> () = scale_rows_kernel
+    /// `g[r * d + j] *= slope[j]` for every row `r` (`d = slope.len()`).
+    fn scale_rows<T: Float>(g: &mut [T], slope: &[T]) -> () = scale_rows_kernel
 );
 
 #[inline(always)]
-fn scale_rows_kernel<T: Float>(out: &mut [T], g: &[T], slope: &[T]) {
-    for (o, g) in out
-        .chunks_exact_mut(slope.len())
-        .zip(g.chunks_exact(slope.len()))
-    {
-        for ((o, &g), &s) in o.iter_mut().zip(g).zip(slope) {
-            *o = g * s;
+fn scale_rows_kernel<T: Float>(g: &mut [T], slope: &[T]) {
+    for row in g.chunks_exact_mut(slope.len()) {
+        for (g, &s) in row.iter_mut().zip(slope) {
+            *g *= s;
         }
     }
 }

@@ -32,6 +32,8 @@ pub struct Exponents {
     /// `ln` of each sample's true squared norm (its `K` rows, exponent included), as measured by
     /// the last `rescale`: the pass that decides the scale also gives the norms, for free.
     pub log_sq_norms: Vec<f64>,
+    /// Whether `rescale` records [`Exponents::row_sq_norms`].
+    pub row_norms: bool,
     /// Each row's sum of squares as the block holds it (times `4^per_sample[b]` for the true one).
     pub row_sq_norms: Vec<f64>,
 }
@@ -42,6 +44,7 @@ impl Exponents {
             per_sample: vec![0; batch],
             shared,
             log_sq_norms: vec![f64::NAN; batch],
+            row_norms: false,
             row_sq_norms: Vec::new(),
         }
     }
@@ -51,7 +54,7 @@ impl Exponents {
     }
 
     /// Rescales `block` (`K` rows per sample) where its magnitude left the safe range, and
-    /// records each row's sum of squares and each sample's log squared norm.
+    /// records each sample's log squared norm (and, with `row_norms`, each row's sum of squares).
     ///
     /// One float64 sum of squares per sample decides: a sum in `[2^-2L, 2^2L]` needs no
     /// scaling. Otherwise the sample's largest magnitude `m` sets the exponent `floor(log2 m)`
@@ -67,10 +70,18 @@ impl Exponents {
         );
         let needs = |m: T| m.is_finite() && m > T::zero() && (m > hi || m < lo);
         let shift = |m: T| -> i32 { m.as_f64().log2().floor() as i32 };
-        // each row's sum of squares into `out`; their sum (in row order)
+        // a sample's sum of squares; with `row_norms`, each row's into `out` first
+        let keep_rows = self.row_norms || k == 1;
         let measure = |rows: ArrayView2<T>, out: &mut [f64]| -> f64 {
-            row_sum_squares(rows, out);
-            out.iter().sum()
+            if keep_rows {
+                row_sum_squares(rows, out);
+                out.iter().sum()
+            } else {
+                match rows.as_slice() {
+                    Some(s) => sum_squares(s),
+                    None => rows.iter().map(|&v| v.as_f64() * v.as_f64()).sum(),
+                }
+            }
         };
         let max_abs = |rows: ArrayView2<T>| match rows.as_slice() {
             Some(s) => max_abs_slice(s),
@@ -100,7 +111,12 @@ impl Exponents {
                     sums = measure_all(block.view(), &mut self.row_sq_norms);
                 }
             }
-            for ((x, log), s) in self.per_sample.iter_mut().zip(&mut self.log_sq_norms).zip(sums) {
+            for ((x, log), s) in self
+                .per_sample
+                .iter_mut()
+                .zip(&mut self.log_sq_norms)
+                .zip(sums)
+            {
                 *x += e;
                 *log = s.ln() + 2.0 * *x as f64 * ln2;
             }
@@ -371,7 +387,12 @@ mod tests {
                 }
                 let mut dispatched = vec![0.0; 3];
                 rows_sum_squares(&values, d, &mut dispatched);
-                assert_eq!(portable, dispatched, "d = {d} at {:?}", crate::simd::level());
+                assert_eq!(
+                    portable,
+                    dispatched,
+                    "d = {d} at {:?}",
+                    crate::simd::level()
+                );
             }
         }
         check::<f32>(1.0);
@@ -384,7 +405,11 @@ mod tests {
         let mut e = Exponents::new(2, false);
         e.rescale(&mut b, 1);
         let exact = 2.0 * 5e-200f64.ln();
-        assert!((e.log_sq_norms[0] - exact).abs() < 1e-12, "{:?}", e.log_sq_norms);
+        assert!(
+            (e.log_sq_norms[0] - exact).abs() < 1e-12,
+            "{:?}",
+            e.log_sq_norms
+        );
         assert_eq!(e.log_sq_norms[1], f64::NEG_INFINITY);
         assert!(e.per_sample[0] < -600 && e.per_sample[1] == 0);
     }

@@ -186,7 +186,6 @@ fn tanh_derivative_kernel<T: Float>(input: &[T], out: &mut [T]) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
