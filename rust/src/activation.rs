@@ -233,6 +233,17 @@ impl Activation {
         }
     }
 
+    /// `y[i] = phi(z[i])` and `d[i] = phi'(z[i])` (tanh: from one exponential).
+    pub fn apply_with_derivative_slice<T: Float>(&self, z: &[T], y: &mut [T], d: &mut [T]) {
+        match self {
+            Activation::Tanh => simd::tanh_with_derivative_slice(z, y, d),
+            _ => {
+                self.apply_slice(z, y);
+                self.derivative_slice(z, d);
+            }
+        }
+    }
+
     /// `d[i] = phi'(z[i])`, vectorised where a SIMD kernel exists (tanh).
     pub fn derivative_slice<T: Float>(&self, z: &[T], d: &mut [T]) {
         match self {

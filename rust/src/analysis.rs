@@ -19,7 +19,7 @@ use crate::jacobian::{for_sample_tiles, require_per_sample, tile_row_sq_norms, R
 use crate::jvp::jvp;
 use crate::loss::{self, Loss, Targets};
 use crate::network::{Network, Op};
-use crate::scale::{log_add_exp, log_sum_squares_of, Exponents};
+use crate::scale::{log_add_exp, log_sum_squares_of, row_log_norms_into, Exponents};
 use crate::simd::multiversion;
 
 /// Per-unit statistics of every Activation layer's input `Z` (`B x d`), depth-first (SPEC §4).
@@ -170,14 +170,15 @@ fn add_squared_deviations_kernel<T: Float>(row: &[T], mean: &[f64], sq: &mut [f6
     }
 }
 
-/// `ln ||row||_2` of every row of `a`.
+/// `ln ||row||_2` of every row of `a`, in parallel over fixed chunks of rows.
 pub fn row_log_norms<T: Float>(a: ArrayView2<T>) -> Array1<f64> {
-    let logs: Vec<f64> = a
-        .axis_iter(Axis(0))
+    let mut out = Array1::zeros(a.nrows());
+    let rows = crate::parallel::rows_per_task(a.ncols(), 1);
+    out.axis_chunks_iter_mut(Axis(0), rows)
         .into_par_iter()
-        .map(|r| 0.5 * log_sum_squares_of(r))
-        .collect();
-    Array1::from(logs)
+        .zip(a.axis_chunks_iter(Axis(0), rows))
+        .for_each(|(mut o, a)| row_log_norms_into(a, o.as_slice_mut().expect("owned")));
+    out
 }
 
 /// `ln ||p_{i,b}||_2` for every point and sample, shape `(N + 1, B)`.
@@ -367,15 +368,13 @@ fn profile_tile<T: Float>(
     stop: &Stop,
 ) -> Result<(TileProfile, ParamGrads<T>)> {
     let n = net.num_layers();
-    let trace = forward::forward_checked(net, x.slice(s![rows.clone(), ..]), stop)?;
+    let trace = forward::forward_checked(net, x.slice(s![rows.clone(), ..]), true, stop)?;
     let (losses, seed) =
         loss::loss_and_output_grad(trace.point(net, n), loss, targets.rows(rows.clone()))?;
     let (grad_log_norms, params) = backward_log_norms(net, &trace, seed, stop)?;
     let mut point_log_norms = Array2::zeros((n + 1, rows.len()));
     for (i, mut out) in point_log_norms.outer_iter_mut().enumerate() {
-        for (o, row) in out.iter_mut().zip(trace.point(net, i).rows()) {
-            *o = 0.5 * log_sum_squares_of(row);
-        }
+        row_log_norms_into(trace.point(net, i), out.as_slice_mut().expect("owned"));
     }
     let part = TileProfile {
         losses: losses.mapv(|l| l.as_f64()),

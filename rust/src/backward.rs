@@ -217,7 +217,12 @@ pub fn vjp_rows<T: Float>(
                 }
                 Op::Activation(a) => {
                     let mut g = g;
-                    kernels::activation_tangent(a, input, k, &mut g);
+                    match &trace.slopes[n] {
+                        Some(slopes) => {
+                            kernels::scale_by_slopes(slopes.slice(s![rows.clone(), ..]), k, &mut g)
+                        }
+                        None => kernels::activation_tangent(a, input, k, &mut g),
+                    }
                     accumulate(&mut grads, node.input, T::one(), g);
                 }
                 Op::LayerNorm(i) => {

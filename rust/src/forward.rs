@@ -17,6 +17,9 @@ pub struct Trace<T> {
     pub values: Vec<Array2<T>>,
     /// Normalisation statistics of each node (`None` for nodes without).
     pub stats: Vec<Option<NormStats<T>>>,
+    /// The slope `phi'(z)` of each Activation node, when the forward pass was asked to keep it
+    /// (`None` otherwise: the backward pass then computes it from `z`).
+    pub slopes: Vec<Option<Array2<T>>>,
 }
 
 impl<T: Float> Trace<T> {
@@ -86,18 +89,22 @@ pub fn check_block<T: Float>(
 /// Runs the network on `x` of shape `(B, d_0)`.
 pub fn forward<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Result<Trace<T>> {
     check_input(net, x)?;
-    forward_checked(net, x, stop)
+    forward_checked(net, x, false, stop)
 }
 
-/// [`forward`] on an input [`check_input`] already accepted (e.g. a tile of a checked batch).
+/// [`forward`] on an input [`check_input`] already accepted (e.g. a tile of a checked batch);
+/// with `keep_slopes`, every Activation also stores its slope for the backward pass (computed
+/// with its value, from one exponential for tanh).
 pub fn forward_checked<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
+    keep_slopes: bool,
     stop: &Stop,
 ) -> Result<Trace<T>> {
     let mut values = Vec::with_capacity(net.num_slots());
     values.push(x.as_standard_layout().into_owned());
     let mut stats = Vec::with_capacity(net.nodes.len());
+    let mut slopes = Vec::with_capacity(net.nodes.len());
     for node in &net.nodes {
         stop.check()?;
         let input = values[node.input].view();
@@ -106,6 +113,11 @@ pub fn forward_checked<T: Float>(
                 kernels::dense_forward(input, &net.dense[i], net.dense_t[i].view()),
                 None,
             ),
+            Op::Activation(a) if keep_slopes => {
+                let (y, d) = kernels::activation_forward_with_slopes(a, input);
+                slopes.push(Some(d));
+                (y, None)
+            }
             Op::Activation(a) => (kernels::activation_forward(a, input), None),
             Op::LayerNorm(i) => {
                 let (y, s) = kernels::layernorm_forward(input, &net.norms[i]);
@@ -123,6 +135,11 @@ pub fn forward_checked<T: Float>(
         debug_assert_eq!(values.len(), node.output);
         values.push(out);
         stats.push(st);
+        slopes.resize(stats.len(), None);
     }
-    Ok(Trace { values, stats })
+    Ok(Trace {
+        values,
+        stats,
+        slopes,
+    })
 }

@@ -241,6 +241,39 @@ pub fn activation_forward<T: Float>(act: Activation, z: ArrayView2<T>) -> Array2
     y
 }
 
+/// `(phi(z), phi'(z))`: the forward value and the slope a backward pass will need, in one pass.
+pub fn activation_forward_with_slopes<T: Float>(
+    act: Activation,
+    z: ArrayView2<T>,
+) -> (Array2<T>, Array2<T>) {
+    let z = z.as_standard_layout();
+    let mut y = Array2::zeros(z.raw_dim());
+    let mut d = Array2::zeros(z.raw_dim());
+    act.apply_with_derivative_slice(
+        z.as_slice().expect("standard layout"),
+        y.as_slice_mut().expect("owned"),
+        d.as_slice_mut().expect("owned"),
+    );
+    (y, d)
+}
+
+/// `block[b, k] *= slopes[b]`: an activation's tangent map with the slopes a forward pass kept.
+pub fn scale_by_slopes<T: Float>(slopes: ArrayView2<T>, k: usize, block: &mut Array2<T>) {
+    let d = slopes.ncols();
+    for_row_chunks(block.view_mut(), rows_per_task(d, k), |start, mut chunk| {
+        for (s, mut rows) in chunk.axis_chunks_iter_mut(Axis(0), k).enumerate() {
+            let slope = slopes.row(start / k + s);
+            match (rows.as_slice_mut(), slope.as_slice()) {
+                (Some(g), Some(slope)) => scale_rows(g, slope),
+                _ => rows
+                    .rows_mut()
+                    .into_iter()
+                    .for_each(|mut g| Zip::from(&mut g).and(slope).for_each(|g, &s| *g *= s)),
+            }
+        }
+    });
+}
+
 /// `block[b, k] *= phi'(z[b])` in place: the activation's Jacobian is diagonal, so the VJP and
 /// the JVP are the same map.
 pub fn activation_tangent<T: Float>(

@@ -227,6 +227,20 @@ pub fn row_sum_squares<T: Float>(block: ArrayView2<T>, out: &mut [f64]) {
     }
 }
 
+/// `out[r] = ln ||block[r]||_2` for every row, with the scaled two-pass form only for rows whose
+/// plain float64 sum of squares left the normal range.
+pub fn row_log_norms_into<T: Float>(block: ArrayView2<T>, out: &mut [f64]) {
+    row_sum_squares(block, out);
+    for (o, row) in out.iter_mut().zip(block.rows()) {
+        *o = 0.5
+            * if o.is_normal() {
+                o.ln()
+            } else {
+                log_sum_squares(row.iter().copied())
+            };
+    }
+}
+
 /// [`row_sum_squares`] of a contiguous block of rows of `d` elements: eight lanes per row, the
 /// tail in its own sum. The AVX-512 version is written out (the compiler splits this loop badly);
 /// it performs the same operations in the same order as the portable one, so the bits agree.

@@ -174,6 +174,19 @@ fn tanh_kernel<T: Float>(input: &[T], out: &mut [T]) {
 }
 
 multiversion!(
+    /// `out = tanh(input)` and `slope = tanh'(input)` from one exponential each.
+    pub fn tanh_with_derivative_slice<T: Float>(input: &[T], out: &mut [T], slope: &mut [T]) -> () = tanh_with_derivative_kernel
+);
+
+#[inline(always)]
+fn tanh_with_derivative_kernel<T: Float>(input: &[T], out: &mut [T], slope: &mut [T]) {
+    assert!(input.len() == out.len() && input.len() == slope.len());
+    for ((o, s), &z) in out.iter_mut().zip(slope.iter_mut()).zip(input) {
+        (*o, *s) = tanh_pair(z);
+    }
+}
+
+multiversion!(
     /// `out = tanh'(input) = sech^2(input)`.
     pub fn tanh_derivative_slice<T: Float>(input: &[T], out: &mut [T]) -> () = tanh_derivative_kernel
 );
