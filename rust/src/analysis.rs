@@ -484,34 +484,37 @@ pub fn jacobian_log_sq_norm_matrix<T: Float>(
 ) -> Result<(Array3<f64>, Array2<f64>)> {
     let n = net.num_layers();
     require_per_sample(net, 0, n)?;
-    let trace = forward::forward(net, x, stop)?;
-    let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
-    let tiles = for_sample_tiles(&trace, max_width, |rows| {
+    let widths = forward::check_input(net, x)?;
+    let max_width = widths.iter().copied().max().unwrap_or(1);
+    let tiles = for_sample_tiles(net, x, max_width, stop, |rows, trace| {
+        let rows = 0..rows.len(); // of the tile's own trace
         let mut out = Array3::from_elem((n + 1, n + 1, rows.len()), f64::NAN);
         let mut previous: Option<RowSqNorms> = None; // end j - 1
         for end in 0..=n {
             let derived = match (net.top_level_activation(end), previous.take()) {
                 (Some(act), Some(prev)) if end > 0 => {
-                    let z = trace.point(net, end - 1).slice_move(s![rows.clone(), ..]);
-                    through_activation(act, z, prev)
+                    through_activation(act, trace.point(net, end - 1), prev)
                 }
                 _ => None,
             };
             let norms = match derived {
                 Some(norms) => norms,
-                None => tile_row_sq_norms(net, &trace, rows.clone(), end, stop)?,
+                None => tile_row_sq_norms(net, trace, rows.clone(), end, stop)?,
             };
             out.slice_mut(s![..=end, end, ..])
                 .assign(&norms.log_sq_norms());
             previous = Some(norms);
         }
-        Ok(out)
+        Ok((out, point_log_norms(net, trace)))
     })?;
-    let mut out = Array3::from_elem((n + 1, n + 1, trace.batch()), f64::NAN);
-    for (rows, part) in tiles {
-        out.slice_mut(s![.., .., rows]).assign(&part);
+    let batch = x.nrows();
+    let mut out = Array3::from_elem((n + 1, n + 1, batch), f64::NAN);
+    let mut points = Array2::zeros((n + 1, batch));
+    for (rows, (matrix, point_logs)) in tiles {
+        out.slice_mut(s![.., .., rows.clone()]).assign(&matrix);
+        points.slice_mut(s![.., rows]).assign(&point_logs);
     }
-    Ok((out, point_log_norms(net, &trace)))
+    Ok((out, points))
 }
 
 /// The row norms of `dp_j/dp_i` for an end point `p_j = phi(p_{j-1})` from those of

@@ -9,7 +9,7 @@ use crate::backward::{vjp, vjp_rows, VjpOptions};
 use crate::cancel::Stop;
 use crate::error::{CoreError, Result};
 use crate::float::Float;
-use crate::forward::{forward, Trace};
+use crate::forward::{check_input, forward, forward_checked, Trace};
 use crate::invalid;
 use crate::jvp::jvp;
 use crate::network::Network;
@@ -219,14 +219,19 @@ pub fn tile_row_sq_norms<T: Float>(
     Ok(RowSqNorms { sq, scale })
 }
 
-/// Splits the batch into fixed tiles and runs `f(rows)` on each in parallel, results in order.
+/// Splits the batch `x` (already checked) into fixed tiles and, in parallel, runs the forward
+/// pass of each tile (keeping the activation slopes) and `f(rows, tile_trace)`; results in tile
+/// order. Only the tiles in flight hold a trace, so memory does not grow with the batch.
+/// The split depends only on the shapes, never on the thread count.
 pub fn for_sample_tiles<T: Float, R: Send>(
-    trace: &Trace<T>,
+    net: &Network<T>,
+    x: ArrayView2<T>,
     d_end: usize,
-    f: impl Fn(Range<usize>) -> Result<R> + Sync,
+    stop: &Stop,
+    f: impl Fn(Range<usize>, &Trace<T>) -> Result<R> + Sync,
 ) -> Result<Vec<(Range<usize>, R)>> {
-    let batch = trace.batch();
-    let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
+    let batch = x.nrows();
+    let max_width = net.slot_widths(x.ncols())?.into_iter().max().unwrap_or(1);
     let (_, samples) = tiling(batch, d_end, max_width);
     let tiles: Vec<Range<usize>> = (0..batch)
         .step_by(samples)
@@ -234,7 +239,10 @@ pub fn for_sample_tiles<T: Float, R: Send>(
         .collect();
     tiles
         .into_par_iter()
-        .map(|r| f(r.clone()).map(|v| (r, v)))
+        .map(|r| {
+            let trace = forward_checked(net, x.slice(s![r.clone(), ..]), true, stop)?;
+            f(r.clone(), &trace).map(|v| (r, v))
+        })
         .collect()
 }
 
@@ -282,28 +290,10 @@ pub fn tile_log_sq_norms<T: Float>(
     Ok(out)
 }
 
-/// Per-sample `ln ||dp_end/dp_i||_F^2` for every point `i <= end`, shape `(end + 1, B)`: tiles of
-/// samples in parallel, each streaming its identity-seeded VJPs through the network in L2-sized
-/// blocks. Finite for any depth (no overflow); `-inf` only for an exactly zero Jacobian.
-pub fn jacobian_log_sq_norms<T: Float>(
-    net: &Network<T>,
-    trace: &Trace<T>,
-    end: usize,
-    stop: &Stop,
-) -> Result<Array2<f64>> {
-    require_per_sample(net, 0, end)?;
-    let d_end = trace.point(net, end).ncols();
-    let tiles = for_sample_tiles(trace, d_end, |rows| {
-        tile_log_sq_norms(net, trace, rows, end, stop)
-    })?;
-    let mut acc = Array2::<f64>::zeros((end + 1, trace.batch()));
-    for (rows, logs) in tiles {
-        acc.slice_mut(s![.., rows]).assign(&logs);
-    }
-    Ok(acc)
-}
-
-/// Per-sample `||dp_end/dp_i||_F` for every point `i <= end`, shape `(end + 1, B)` (SPEC §2).
+/// Per-sample `||dp_end/dp_i||_F` for every point `i <= end`, shape `(end + 1, B)` (SPEC §2):
+/// tiles of samples in parallel, each running its own forward pass and streaming its
+/// identity-seeded VJPs through the network in L2-sized blocks. Exact; computed as logs, so
+/// `inf`/`0` only where the float type itself overflows/underflows.
 pub fn jacobian_norms<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
@@ -312,6 +302,16 @@ pub fn jacobian_norms<T: Float>(
 ) -> Result<Array2<T>> {
     let end = net.resolve_point(end, "end")?;
     require_per_sample(net, 0, end)?;
-    let trace = forward(net, x, stop)?;
-    Ok(jacobian_log_sq_norms(net, &trace, end, stop)?.mapv(|l| T::from_f64((0.5 * l).exp())))
+    let widths = check_input(net, x)?;
+    let d_end = widths[net.point_slots[end]];
+    let tiles = for_sample_tiles(net, x, d_end, stop, |rows, trace| {
+        tile_log_sq_norms(net, trace, 0..rows.len(), end, stop)
+    })?;
+    let mut norms = Array2::zeros((end + 1, x.nrows()));
+    for (rows, logs) in tiles {
+        norms
+            .slice_mut(s![.., rows])
+            .assign(&logs.mapv(|l| T::from_f64((0.5 * l).exp())));
+    }
+    Ok(norms)
 }
