@@ -32,7 +32,7 @@ pub struct PreactivationStats {
 }
 
 pub fn preactivation_stats<T: Float>(net: &Network<T>, trace: &Trace<T>) -> PreactivationStats {
-    let tile = tile_rows(trace.values.iter().map(|v| v.ncols()));
+    let tile = tile_rows(trace.values.iter().map(|v| v.ncols()), trace.batch());
     let per_layer: Vec<UnitMoments> = net
         .pre_activation_slots
         .par_iter()
@@ -56,11 +56,21 @@ impl PreactivationStats {
     }
 }
 
-/// Samples per tile of the streamed analyses: [`crate::parallel::rows_per_task`] of the widest
-/// slot, so one tile's block of any slot stays in a core's cache. Depends only on the shapes.
-fn tile_rows(widths: impl Iterator<Item = usize>) -> usize {
-    crate::parallel::rows_per_task(widths.max().unwrap_or(1), 1)
+/// Samples per tile of the streamed analyses of `batch` samples. At most
+/// [`crate::parallel::rows_per_task`] of the widest slot, so one tile's block of any slot stays
+/// in a core's cache; the number of tiles is rounded up to a multiple of 8 (tiles of at least
+/// [`MIN_TILE_ROWS`]) so that 2, 4 or 8 threads get equal shares. Depends only on the shapes.
+fn tile_rows(widths: impl Iterator<Item = usize>, batch: usize) -> usize {
+    let largest = crate::parallel::rows_per_task(widths.max().unwrap_or(1), 1);
+    let tiles = batch
+        .div_ceil(largest)
+        .next_multiple_of(8)
+        .min(batch.div_ceil(MIN_TILE_ROWS))
+        .max(1);
+    batch.div_ceil(tiles).max(1)
 }
+
+const MIN_TILE_ROWS: usize = 32;
 
 /// Per-unit moments of one Activation input over some samples: count, mean, sum of squared
 /// deviations (two passes over the rows), and the counts of positive and negative values.
@@ -193,7 +203,7 @@ pub fn point_log_norms<T: Float>(net: &Network<T>, trace: &Trace<T>) -> Array2<f
 /// Dilution of every residual block (in execution order): `||s(X)||_F / ||alpha body(X)||_F` over
 /// the batch, i.e. the ratio of the quadratic means of the per-sample norms.
 pub fn dilution<T: Float>(net: &Network<T>, trace: &Trace<T>) -> Vec<f64> {
-    let tile = tile_rows(trace.values.iter().map(|v| v.ncols()));
+    let tile = tile_rows(trace.values.iter().map(|v| v.ncols()), trace.batch());
     let mut tiles = (0..trace.batch())
         .step_by(tile)
         .map(|b| residual_log_sq_norms(net, trace, b..(b + tile).min(trace.batch())));
@@ -278,7 +288,7 @@ pub fn profile<T: Float>(
     let widths = forward::check_input(net, x)?;
     let (batch, n) = (x.nrows(), net.num_layers());
     loss::check_targets(loss, targets, batch, widths[net.point_slots[n]])?;
-    let tile = tile_rows(widths.iter().copied());
+    let tile = tile_rows(widths.iter().copied(), batch);
     let tiles: Vec<Range<usize>> = (0..batch)
         .step_by(tile)
         .map(|b| b..(b + tile).min(batch))
@@ -774,7 +784,7 @@ mod tests {
         }
         layers.push(dense(5, w));
         let net = Network::new(layers).unwrap();
-        let batch = 3 * tile_rows([w].into_iter()) + 17;
+        let batch = 3 * crate::parallel::rows_per_task(w, 1) + 17;
         let x = gaussian_matrix(&mut g, batch, 7, 1.0);
         let y = Array1::from_shape_fn(batch, |b| (b % 5) as i64);
         (net, x, y)
