@@ -2,8 +2,9 @@
 environment whose PATH has no Rust toolchain, and exercised there (`gsc-core --help`, then this
 whole test suite, copied away from the source tree so only the installed wheel can be imported).
 
-Slow (a couple of minutes: the release build is shared with scripts/setup.sh's, so only the
-packaging is redone; pip installs the dependencies from its cache) but part of CI.
+Slow (about five minutes: the release build is shared with scripts/setup.sh's, so only the
+packaging is redone, and pip installs the dependencies from its cache; building a wheel from the
+sdist is a full compile) but part of CI.
 """
 
 from __future__ import annotations
@@ -94,6 +95,18 @@ def test_sdist_has_what_a_build_needs(fresh):
     assert not any(n.startswith("benches/") for n in names)
 
 
+def test_sdist_builds_a_wheel_from_scratch(fresh):
+    """`pip wheel` on the sdist, with cargo but none of this checkout's build (a fresh cargo target
+    directory): a full release compile, about 2.5 minutes on 2 cores."""
+    out = fresh.tmp / "from-sdist"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(CARGO_TARGET_DIR=str(fresh.tmp / "sdist-target"), PIP_DISABLE_PIP_VERSION_CHECK="1")
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, fresh.sdist], timeout=1800, env=env, cwd=fresh.tmp)
+    (wheel,) = out.glob("gsc_core-*.whl")
+    assert wheel.name.startswith(f"gsc_core-{gsc_core.__version__}-cp39-abi3-")
+    shutil.rmtree(fresh.tmp / "sdist-target", ignore_errors=True)
+
+
 def test_fresh_environment_has_no_rust_toolchain(fresh):
     for tool in ("cargo", "rustc"):
         assert shutil.which(tool, path=fresh.path) is None, f"{tool} is on the fresh environment's PATH"
@@ -143,3 +156,38 @@ def test_suite_passes_against_the_installed_wheel(fresh):
     assert any(not cls.startswith("tests.") and name.startswith("gsc_core.") for cls, name in passed), "no doctest of the installed package ran"
     assert ("tests.test_simd", "test_forced_level_gives_the_default_paths_numbers[scalar]") in passed
     assert ("tests.test_packaging", "test_imported_from_where_the_wheel_test_installed_it") in passed
+
+
+#: run in the fresh environment, natively and under an emulated CPU: the numbers of a tanh MLP
+OLD_CPU_PROBE = r"""
+import sys
+import numpy as np
+import gsc_core
+net = gsc_core.mlp(depth=6, width=64, activation="tanh", sigma_b=0.1, seed=3)
+x = np.random.default_rng(7).normal(size=(33, 64))
+losses, grads = net.loss_and_grad(x)
+np.savez(sys.argv[1], level=np.array(gsc_core._core._simd_level()), losses=losses, g0=grads.points[0],
+         w0=grads.weights[0], jn=gsc_core.jacobian_norms(net, x))
+"""
+
+
+def test_wheel_runs_on_a_cpu_without_avx2(fresh):
+    """The installed wheel under qemu-user emulating a Sandy Bridge (AVX, but no AVX2 or FMA; the
+    oldest model NumPy 2.x itself still runs on under this qemu): the kernels and the GEMM take
+    their fallback paths, and the numbers agree with the native run. Needs qemu-x86_64 (Debian's
+    qemu-user); skipped without it."""
+    import numpy as np
+
+    qemu = shutil.which("qemu-x86_64")
+    if qemu is None:
+        pytest.skip("qemu-x86_64 is not installed (apt-get install qemu-user)")
+    script = fresh.tmp / "old_cpu_probe.py"
+    script.write_text(OLD_CPU_PROBE)
+    native, emulated = fresh.tmp / "native.npz", fresh.tmp / "emulated.npz"
+    _run([fresh.bin / "python", script, native], timeout=120, env=fresh.env, cwd=fresh.tmp)
+    _run([qemu, "-cpu", "SandyBridge", fresh.bin / "python", script, emulated], timeout=600, env=fresh.env, cwd=fresh.tmp)
+    with np.load(native) as a, np.load(emulated) as b:
+        assert str(b["level"]) == "scalar"
+        for key in ("losses", "g0", "w0", "jn"):
+            err = float(np.linalg.norm(a[key] - b[key]) / np.linalg.norm(a[key]))
+            assert err <= 1e-13, f"{key}: the emulated old CPU differs by {err:.1e} (relative)"
