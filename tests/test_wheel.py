@@ -16,6 +16,7 @@ import subprocess
 import sys
 import sysconfig
 from pathlib import Path
+from typing import Iterator
 from xml.etree import ElementTree
 
 import pytest
@@ -67,8 +68,10 @@ class Fresh:
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory) -> Fresh:
-    return Fresh(tmp_path_factory.mktemp("wheel"))
+def fresh(tmp_path_factory) -> Iterator[Fresh]:
+    env = Fresh(tmp_path_factory.mktemp("wheel"))
+    yield env
+    shutil.rmtree(env.venv, ignore_errors=True)  # some 400 MB (SciPy, scikit-learn, matplotlib)
 
 
 def test_wheel_is_abi3_manylinux_and_auditwheel_accepts_it(fresh):
