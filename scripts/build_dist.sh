@@ -10,6 +10,10 @@
 #
 # Options (environment):
 #   GSC_CORE_MANYLINUX=manylinux_X_Y   another platform tag (e.g. on a build host with an older glibc)
+#   GSC_CORE_ZIG=1                     link with zig (`maturin build --zig`, ziglang from PyPI) against
+#                                      old glibc symbol versions: with GSC_CORE_MANYLINUX=manylinux_2_17
+#                                      this gives a manylinux2014 wheel that installs on glibc 2.17+.
+#                                      A cross build: its own cargo target directory, a full compile.
 #   GSC_CORE_CHECK_SDIST=1             also build a wheel from the sdist with `pip wheel`, from
 #                                      scratch in a temporary directory (a full compile: minutes)
 set -euo pipefail
@@ -23,12 +27,18 @@ fi
 mkdir -p "$OUT"
 rm -f "$OUT"/gsc_core-*.whl "$OUT"/gsc_core-*.tar.gz
 
-echo "== wheel (maturin build --release --compatibility $TAG)"
-.venv/bin/maturin build --release --strip --compatibility "$TAG" --out "$OUT"
+ZIG=()
+if [ "${GSC_CORE_ZIG:-0}" = 1 ]; then
+    .venv/bin/python -m pip install -q --disable-pip-version-check ziglang
+    ZIG=(--zig)
+    export PATH="$PWD/.venv/bin:$PATH"  # maturin runs zig as `python3 -m ziglang`
+fi
+echo "== wheel (maturin build --release ${ZIG[*]} --compatibility $TAG)"
+.venv/bin/maturin build --release --strip "${ZIG[@]}" --compatibility "$TAG" --out "$OUT"
 echo "== sdist (maturin sdist)"
 .venv/bin/maturin sdist --out "$OUT"
 
-wheel=$(ls "$OUT"/gsc_core-*-cp39-abi3-"${TAG}"_x86_64.whl)
+wheel=$(ls "$OUT"/gsc_core-*-cp39-abi3-*"${TAG}"_x86_64*.whl)
 sdist=$(ls "$OUT"/gsc_core-*.tar.gz)
 echo "== auditwheel show $(basename "$wheel")"
 .venv/bin/auditwheel show "$wheel" | tee "$OUT/auditwheel-show.txt"
