@@ -13,6 +13,8 @@ fi
 echo "== installing Python dependencies"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 .venv/bin/python -m pip install -q --disable-pip-version-check "maturin>=1.9.4,<2" "numpy>=1.22" "pytest>=7" "hypothesis>=6" "mypy>=1.18"
+# building and checking the distributables (scripts/build_dist.sh, tests/test_wheel.py)
+.venv/bin/python -m pip install -q --disable-pip-version-check "auditwheel>=6"
 # the report's extras (gsc-core[report]): figures, progress bar, the bundled digits dataset
 .venv/bin/python -m pip install -q --disable-pip-version-check "matplotlib>=3.7" "tqdm>=4.40" "scikit-learn>=1.0"
 echo "== building gsc_core (release)"

@@ -660,12 +660,24 @@ fn _panic_for_testing(py: Python<'_>) -> PyResult<()> {
     })
 }
 
+/// The instruction-set level of the elementwise kernels in this process: "scalar", "avx2" or
+/// "avx512" (the best the CPU has, or what `GSC_CORE_SIMD` forces; for tests and bug reports).
+#[pyfunction]
+fn _simd_level() -> &'static str {
+    match gsc_core::simd::level() {
+        gsc_core::simd::Level::Scalar => "scalar",
+        gsc_core::simd::Level::Avx2 => "avx2",
+        gsc_core::simd::Level::Avx512 => "avx512",
+    }
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyNetwork>()?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_testing, m)?)?;
+    m.add_function(wrap_pyfunction!(_simd_level, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     theory::register(m)?;
     Ok(())
