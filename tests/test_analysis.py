@@ -358,7 +358,7 @@ def test_analyze_fields_match_numpy(case: Case):
     assert np.array_equal(report.pre_activation_std, stats["std"])
     assert report.explosion_rate == pytest.approx(rate, nan_ok=True)
     json.dumps(report.to_dict())  # plain, serialisable
-    assert "GSC->loss" in report.summary() and report.verdict() in ("explodes", "vanishes", "collapses", "healthy")
+    assert "GSC->loss" in report.summary() and report.verdict() in ("explodes", "vanishes", "collapses", "healthy", "undefined")
     assert repr(report).startswith("Report(")
 
 

@@ -2,7 +2,8 @@
 //!
 //! A thin translation layer: NumPy arrays in, `gsc_core` (the Rust crate) calls, NumPy arrays out.
 //! Every call runs on a worker thread with the GIL released while this thread polls for Ctrl-C
-//! ([`run`]); core errors become `ValueError`, a stop `KeyboardInterrupt`, a panic `RuntimeError`.
+//! ([`run`]); core errors become `ValueError` (`MemoryError` for requests too large for memory), a
+//! stop `KeyboardInterrupt`, a panic `RuntimeError`.
 
 mod theory;
 
@@ -16,7 +17,9 @@ use gsc_core::{
 };
 use ndarray::{Array1, Array2};
 use numpy::{Element, IntoPyArray, PyReadonlyArray1, PyReadonlyArray2};
-use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
@@ -25,6 +28,7 @@ pub(crate) fn to_py_err(e: CoreError) -> PyErr {
     match e {
         CoreError::Invalid(msg) => PyValueError::new_err(msg),
         CoreError::Cancelled => PyKeyboardInterrupt::new_err("interrupted"),
+        CoreError::OutOfMemory(msg) => PyMemoryError::new_err(msg),
         CoreError::Internal(msg) => PyRuntimeError::new_err(format!(
             "internal error in gsc_core (please report it): {msg}"
         )),
@@ -342,6 +346,28 @@ fn jacobian_impl<'py, T: Float + Element>(
     Ok(j.into_pyarray(py).into_any())
 }
 
+fn jacobian_scaled_impl<'py, T: Float + Element>(
+    py: Python<'py>,
+    net: &Network<T>,
+    x: &Bound<'py, PyAny>,
+    start: i64,
+    end: i64,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let x = array2::<T>(x, "x")?;
+    let xv = x.as_array();
+    let (j, exps) = run(py, |stop| {
+        jacobian::jacobian_scaled(net, xv, start, end, stop)
+    })?;
+    let exps: Array1<i64> = exps.per_sample.iter().map(|&e| e as i64).collect();
+    PyTuple::new(
+        py,
+        [
+            j.into_pyarray(py).into_any(),
+            exps.into_pyarray(py).into_any(),
+        ],
+    )
+}
+
 fn jacobian_norms_impl<'py, T: Float + Element>(
     py: Python<'py>,
     net: &Network<T>,
@@ -419,6 +445,7 @@ fn profile_impl<'py, T: Float + Element>(
     let p = run(py, |stop| analysis::profile(net, xv, kind, targets, stop))?;
     let d = PyDict::new(py);
     d.set_item("losses", p.losses.into_pyarray(py))?;
+    d.set_item("log_losses", p.log_losses.into_pyarray(py))?;
     d.set_item("point_log_norms", p.point_log_norms.into_pyarray(py))?;
     d.set_item("grad_log_norms", p.grad_log_norms.into_pyarray(py))?;
     d.set_item("weight_grad_log_norms", p.weight_grad_log_norms)?;
@@ -577,6 +604,18 @@ impl PyNetwork {
         with_net!(self, net => jacobian_impl(py, net, x, start, end))
     }
 
+    /// Per-sample Jacobians as (mantissas (B, d_end, d_start), exponents (B,)): the true Jacobian
+    /// of sample b is J[b] * 2**exponents[b], in range at any depth.
+    fn jacobian_scaled<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        start: i64,
+        end: i64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        with_net!(self, net => jacobian_scaled_impl(py, net, x, start, end))
+    }
+
     /// One forward and one backward pass of a loss, as log norms (see gsc_core::analysis::Profile).
     fn profile<'py>(
         &self,
@@ -652,12 +691,51 @@ fn get_num_threads() -> PyResult<usize> {
     parallel::num_threads().map_err(to_py_err)
 }
 
-/// Raises the error a panic inside the core turns into (for testing that no panic escapes).
+/// Fails on purpose inside the core, for testing that no failure escapes as anything but a Python
+/// exception: `kind="panic"` panics on the call's worker thread, `"pool_panic"` inside a parallel
+/// job on a pool thread, `"internal"` returns the core's internal error (`RuntimeError` for all
+/// three), `"memory"` a request larger than any memory (`MemoryError`).
 #[pyfunction]
-fn _panic_for_testing(py: Python<'_>) -> PyResult<()> {
-    run(py, |_| -> gsc_core::Result<()> {
-        panic!("deliberate panic for testing")
-    })
+#[pyo3(signature = (kind = "panic"))]
+fn _panic_for_testing(py: Python<'_>, kind: &str) -> PyResult<()> {
+    match kind {
+        "panic" => run(py, |_| -> gsc_core::Result<()> {
+            panic!("deliberate panic for testing")
+        }),
+        "pool_panic" => run(py, |_| -> gsc_core::Result<()> {
+            use rayon::prelude::*;
+            let total: u64 = (0..64u64)
+                .into_par_iter()
+                .map(|i| {
+                    if i == 37 {
+                        panic!("deliberate panic in a pool job for testing")
+                    }
+                    i
+                })
+                .sum();
+            Err(CoreError::Internal(format!(
+                "the pool job did not panic ({total})"
+            )))
+        }),
+        "internal" => run(py, |_| -> gsc_core::Result<()> {
+            Err(CoreError::Internal(
+                "deliberate internal error for testing".into(),
+            ))
+        }),
+        "memory" => run(py, |_| -> gsc_core::Result<()> {
+            gsc_core::memory::ensure_fits(
+                u128::MAX,
+                "a deliberately absurd test request",
+                "ask for less",
+            )?;
+            Err(CoreError::Internal(
+                "no memory budget is known on this platform".into(),
+            ))
+        }),
+        other => Err(PyValueError::new_err(format!(
+            "unknown kind {other:?}; expected 'panic', 'pool_panic', 'internal' or 'memory'"
+        ))),
+    }
 }
 
 /// The instruction-set level of the elementwise kernels in this process: "scalar", "avx2" or

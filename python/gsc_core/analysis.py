@@ -97,8 +97,9 @@ def _log_geometric_mean(log_values: np.ndarray, what: str, warn: bool = True) ->
 
 @np.errstate(all="ignore")  # -inf - -inf = NaN is a left-out sample, reported by GSCWarning
 def _log_gsc_to_loss_per_sample(prof: dict, widths: np.ndarray) -> np.ndarray:
-    """``ln G_b(i -> loss)``, shape ``(B, N+1)``."""
-    log_loss = np.log(np.abs(prof["losses"]))
+    """``ln G_b(i -> loss)``, shape ``(B, N+1)``. ``ln l_b`` comes from the core, exact also where
+    ``l_b`` itself over- or underflows the dtype (e.g. inputs of magnitude 1e300)."""
+    log_loss = prof["log_losses"]
     logs = prof["grad_log_norms"] - 0.5 * np.log(widths)[:, None] + prof["point_log_norms"] - log_loss[None, :]
     return logs.T
 
@@ -107,7 +108,7 @@ def _log_gsc_to_loss_per_sample(prof: dict, widths: np.ndarray) -> np.ndarray:
 def _log_gsc_to_loss_batch(prof: dict, widths: np.ndarray) -> np.ndarray:
     """``ln G(i -> loss)`` with the batch as one input, shape ``(N+1,)``."""
     batch = prof["losses"].shape[0]
-    log_loss = np.log(np.abs(np.sum(prof["losses"])))
+    log_loss = _logsumexp(prof["log_losses"], axis=0)  # ln L = ln sum_b l_b (every l_b >= 0)
     grad = _logsumexp(2 * prof["grad_log_norms"], axis=1) / 2
     point = _logsumexp(2 * prof["point_log_norms"], axis=1) / 2
     return grad - 0.5 * np.log(batch * widths) + point - log_loss
@@ -339,12 +340,32 @@ def dilution(net: Network, x: Any) -> np.ndarray:
 
 def spectrum_summary(singular_values: np.ndarray) -> dict:
     """Summaries of per-sample singular values ``(B, k)`` (dynamical isometry): per sample the mean
-    squared singular value, its variance, and the condition number ``s_max / s_min``; plus their
-    means over the batch (``*_mean``)."""
+    squared singular value, its variance, and the condition number ``s_max / s_min`` (``inf`` for a
+    singular Jacobian, as ``numpy.linalg.cond``); plus their means over the batch (``*_mean``).
+    Values that overflow float64 are ``inf``; singular values given as ``inf`` (beyond the dtype)
+    leave the variances undefined (NaN): :func:`gsc_core.analyze` summarises rescaled ones instead."""
     s = np.asarray(singular_values, dtype=np.float64)
-    sq = s**2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        cond = s[:, 0] / s[:, -1]
-    out = {"mean_sq": sq.mean(axis=1), "var_sq": sq.var(axis=1), "condition": cond}
-    out.update({f"{k}_mean": float(np.mean(v)) for k, v in list(out.items())})
+    return _spectrum_summary_scaled(s, np.zeros(s.shape[0], dtype=np.int64))
+
+
+def _spectrum_summary_scaled(s: np.ndarray, exps: np.ndarray) -> dict:
+    """:func:`spectrum_summary` of the singular values ``s[b] * 2**exps[b]`` (descending rows),
+    exact where the plain formulas would overflow."""
+    s = np.asarray(s, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        sq = s**2
+        mean_sq, var_sq = sq.mean(axis=1), sq.var(axis=1)
+        cond = np.where(s[:, -1] > 0, s[:, 0] / s[:, -1], np.inf)
+        shifted = np.asarray(exps) != 0
+        plain_ok = np.isfinite(mean_sq) & np.isfinite(var_sq) & (s[:, 0] < 1e150) & (s[:, 0] > 1e-150)
+        redo = (shifted | ~plain_ok) & np.all(np.isfinite(s), axis=1) & (s[:, 0] > 0)
+        if redo.any():
+            # relative to the largest singular value: r in [0, 1], the scale moved into the logs
+            top = s[redo, :1]
+            r2 = (s[redo] / top) ** 2
+            log_top = np.log(top[:, 0]) + np.asarray(exps, dtype=np.float64)[redo] * np.log(2.0)
+            mean_sq[redo] = np.exp(2 * log_top + np.log(r2.mean(axis=1)))
+            var_sq[redo] = np.exp(4 * log_top + np.log(r2.var(axis=1)))
+        out = {"mean_sq": mean_sq, "var_sq": var_sq, "condition": cond}
+        out.update({f"{k}_mean": float(np.mean(v)) for k, v in list(out.items())})
     return out

@@ -57,7 +57,7 @@ VERDICT_HELP = (
     "'collapses' if the last Activation layer's mean sign diversity is below {collapsed_sign_diversity} or its mean "
     "pre-activation std is below {collapsed_std_ratio} x the first Activation layer's; 'explodes' if the explosion rate r "
     "(least-squares growth of the GSC per Dense layer towards the input) exceeds {explodes_rate}; 'vanishes' if r is "
-    "below 1/{explodes_rate}; else 'healthy'."
+    "below 1/{explodes_rate}; 'undefined' if no rate can be fitted (e.g. a zero loss); else 'healthy'."
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import analysis
-from .jacobians import jacobian_spectrum
+from .jacobians import _scaled_spectrum
 from .network import Network
 
 
@@ -80,7 +80,8 @@ class Report:
         ``collapses`` if the last Activation layer's mean sign diversity is below 0.1 or its mean
         pre-activation std fell below 0.2 x the first layer's; ``explodes`` if the explosion rate
         exceeds 1.024 per Dense layer (x3.3 over 50 layers); ``vanishes`` if it is below 1/1.024;
-        else ``healthy``. At depth 50 the rate threshold sits between residual networks, whose GSC
+        ``undefined`` if no rate can be fitted (fewer than two points with a defined GSC, e.g. a zero
+        loss, or no Dense layer); else ``healthy``. At depth 50 the rate threshold sits between residual networks, whose GSC
         grows only polynomially thanks to dilution (fitted rate about 1.02 there, falling with depth),
         and SELU (about 1.026-1.032; mean field predicts sqrt(chi_1) = 1.035)."""
         t = VERDICT_THRESHOLDS
@@ -92,21 +93,28 @@ class Report:
             return "explodes"
         if np.isfinite(r) and r < t["vanishes_rate"]:
             return "vanishes"
+        if not np.isfinite(r):
+            return "undefined"
         return "healthy"
 
     def summary(self) -> str:
         """A readable table: per point the GSC to the loss, activation and gradient norms; per
         layer the domain statistics; then the fitted explosion rate and the spectrum."""
+        with np.errstate(over="ignore"):
+            mean_loss = np.mean(self.losses)
         lines = [f"gsc_core report: {len(self.gsc) - 1} layers, B={len(self.losses)}, loss={self.loss}, mode={self.mode}, "
-                 f"mean loss {np.mean(self.losses):.4g}"]
+                 f"mean loss {mean_loss:.4g}"]
         lines.append(f"{'point':>5} {'width':>5} {'GSC->loss':>11} {'||P||_F':>11} {'||dL/dP||_F':>11}")
         for i, (g, a, d) in enumerate(zip(self.gsc, self.activation_norm, self.gradient_norm)):
-            lines.append(f"{i:>5} {self.point_widths[i]:>5} {g:>11.4g} {a:>11.4g} {d:>11.4g}")
+            lines.append(f"{i:>5} {self.point_widths[i]:>5} {_fmt(g, '.4g'):>11} {a:>11.4g} {d:>11.4g}")
         if len(self.pre_activation_std):
             lines.append(f"{'activation':>10} {'pre-act std':>12} {'sign div.':>10}")
             for k, (s, d) in enumerate(zip(self.pre_activation_std, self.sign_diversity)):
                 lines.append(f"{k:>10} {s:>12.4g} {d:>10.4f}")
-        lines.append(f"explosion rate r = {self.explosion_rate:.4g} per Dense layer (intercept c = {self.explosion_intercept:.4g}); verdict: {self.verdict()}")
+        if np.isfinite(self.explosion_rate):
+            lines.append(f"explosion rate r = {self.explosion_rate:.4g} per Dense layer (intercept c = {self.explosion_intercept:.4g}); verdict: {self.verdict()}")
+        else:
+            lines.append(f"explosion rate: undefined (fewer than two points with a defined GSC, or no Dense layer); verdict: {self.verdict()}")
         if len(self.weight_gradient_ratio):
             w = self.weight_gradient_ratio
             lines.append(f"||dL/dW|| / ||W||: first Dense {w[0]:.4g}, last Dense {w[-1]:.4g}")
@@ -194,8 +202,14 @@ def analyze(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = 
         if net._native.batchnorm_layers:
             notes.append(f"no Jacobian spectrum: {net._native.batchnorm_layers[0]} couples the samples, so per-sample Jacobians do not exist")
         else:
-            spec = jacobian_spectrum(net, xa)
-            summ = analysis.spectrum_summary(spec)
+            # singular values of rescaled Jacobians: exact summaries at any depth
+            scaled, exps = _scaled_spectrum(net, xa, 0, -1)
+            spec = scaled
+            if exps.any():
+                with np.errstate(over="ignore", under="ignore"):
+                    spec = np.ldexp(scaled.astype(np.float64), exps[:, None]).astype(net.dtype)
+            summ = analysis._spectrum_summary_scaled(scaled, exps)
+    notes += _undefined_notes(prof, log_gsc, left_out, mode)
     with np.errstate(over="ignore"):
         ratio = np.exp(np.asarray(prof["weight_grad_log_norms"]) - np.asarray(prof["weight_log_norms"]))
     return Report(
@@ -225,6 +239,34 @@ def analyze(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = 
     )
 
 
+def _undefined_notes(prof: dict, log_gsc: np.ndarray, left_out: np.ndarray, mode: str) -> list:
+    """Notes saying where and why the GSC is undefined (NaN) or left samples out (SPEC §3)."""
+    notes = []
+    losses = np.asarray(prof["losses"])
+    batch = losses.shape[0]
+    zero = int(np.sum(losses == 0))
+    if zero == batch:
+        notes.append("the loss is zero for every sample: the GSC (the gradient relative to the loss) is undefined, so gsc is NaN "
+                     "and no explosion rate can be fitted (use a nonzero target, or gsc_matrix between points)")
+    elif zero:
+        notes.append(f"{zero} of {batch} samples have zero loss: their GSC is undefined and they are left out of the geometric mean")
+    undefined = np.flatnonzero(~np.isfinite(log_gsc))
+    if len(undefined) and zero < batch:
+        where = ", ".join(str(i) for i in undefined[:8]) + (", ..." if len(undefined) > 8 else "")
+        how = "every sample's" if mode == "sample" else "the batch's"
+        notes.append(f"GSC undefined (NaN) at {len(undefined)} point(s) [{where}]: {how} G is zero or not finite there, e.g. "
+                     f"the gradient vanishes exactly (dead ReLU units, BatchNorm over a single sample or constant features)")
+    partial = int(np.sum((left_out > 0) & (left_out < batch))) if mode == "sample" else 0
+    if partial:
+        notes.append(f"at {partial} point(s) some samples had a zero or non-finite G_b and were left out of the geometric mean (gsc_left_out)")
+    return notes
+
+
+def _fmt(v: float, spec: str) -> str:
+    """A number for the summary table; NaN (undefined) is spelled out."""
+    return "undefined" if np.isnan(v) else format(v, spec)
+
+
 def _theory_inputs(net: Network, x: np.ndarray) -> Optional[dict]:
     """The network's provenance and the input statistics mean field starts from, or None for
     networks mean field does not describe (only plain MLPs with Gaussian weights built by ``mlp``)."""
@@ -233,8 +275,12 @@ def _theory_inputs(net: Network, x: np.ndarray) -> Optional[dict]:
         return None
     x64 = x.astype(np.float64)
     batch, d_in = x64.shape
-    sq = np.sum(x64**2, axis=1)
-    total = np.sum(x64, axis=0)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.sum(x64**2, axis=1)
+        total = np.sum(x64, axis=0)
+        pair = (total @ total - np.sum(sq)) / (batch * (batch - 1) * d_in) if batch > 1 else 0.0
+    if not (np.all(np.isfinite(sq)) and np.isfinite(pair)):
+        return None  # inputs beyond float64 squared (|x| ~ 1e154 and more): mean field has no q0 to start from
     return {
         "activation": info["activation"],
         "sigma_w2": info["gain"] ** 2 * (2.0 if info["init"] == "he" else 1.0),
@@ -243,8 +289,16 @@ def _theory_inputs(net: Network, x: np.ndarray) -> Optional[dict]:
         "batch": batch,
         "q0": float(np.mean(sq) / d_in),
         # mean over pairs a != b of x_a . x_b / d_in
-        "pair_mean": float((total @ total - np.sum(sq)) / (batch * (batch - 1) * d_in)) if batch > 1 else 0.0,
+        "pair_mean": float(pair),
     }
+
+
+def _power(base: float, exponent: int) -> float:
+    """``base ** exponent`` for ``base >= 0``, ``inf``/``0`` where it leaves float64."""
+    if base == 0 or exponent == 0:
+        return float(base**exponent)
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.exp(exponent * np.log(base)))
 
 
 def _theory_from(inputs: dict) -> Optional[dict]:
@@ -280,7 +334,8 @@ def _theory_from(inputs: dict) -> Optional[dict]:
         "q_star": float(q_star),
         "chi1": float(chi1),
         "gsc_factor": float(np.sqrt(chi1)),
-        "mean_sq_singular_value": float(chi1**hidden),
+        # chi_1^L in log space: a Python float power raises OverflowError at depth 5000
+        "mean_sq_singular_value": _power(float(chi1), hidden),
         "depth_scales": {k: float(v) for k, v in scales.items()},
         "c": None,
         "pre_activation_std_batch": None,

@@ -18,6 +18,7 @@ use crate::forward::{self, Trace};
 use crate::jacobian::{for_sample_tiles, require_per_sample, tile_row_sq_norms, RowSqNorms};
 use crate::jvp::jvp;
 use crate::loss::{self, Loss, Targets};
+use crate::memory;
 use crate::network::{Network, Op};
 use crate::scale::{log_add_exp, log_sum_squares_of, row_log_norms_into, Exponents};
 use crate::simd::multiversion;
@@ -76,6 +77,10 @@ const MIN_TILE_ROWS: usize = 32;
 /// deviations (two passes over the rows), and the counts of positive and negative values.
 /// Tiles merge in a fixed order (Chan et al.'s pairwise update), so the statistics of a batch are
 /// the same bits whether it was seen whole or tile by tile.
+///
+/// Units whose values are so large or small that their sum of squared deviations leaves
+/// float64's range (|z| near 1e308 or 1e-300) are kept scaled: their `mean` and `m2` are those
+/// of `z * 2^-exp` (exact powers of two), `exp` 0 everywhere else.
 #[derive(Debug, Clone)]
 struct UnitMoments {
     count: f64,
@@ -83,7 +88,12 @@ struct UnitMoments {
     m2: Vec<f64>,
     pos: Vec<f64>,
     neg: Vec<f64>,
+    exp: Vec<i32>,
 }
+
+/// `m2` below this (or not finite) is recomputed scaled: its squares may have underflowed
+/// (or overflowed).
+const M2_SUSPECT: f64 = 1e-250;
 
 impl UnitMoments {
     fn of<T: Float>(z: ArrayView2<T>) -> Self {
@@ -105,19 +115,60 @@ impl UnitMoments {
         for row in rows() {
             add_squared_deviations(row, &mean, &mut m2);
         }
-        UnitMoments {
+        let mut moments = UnitMoments {
             count: batch as f64,
             mean,
             m2,
             pos,
             neg,
+            exp: vec![0; d],
+        };
+        for j in 0..d {
+            let (m2, mean) = (moments.m2[j], moments.mean[j]);
+            if !(m2.is_finite() && mean.is_finite()) || m2 < M2_SUSPECT {
+                moments.rescale_unit(z.column(j), j);
+            }
         }
+        moments
+    }
+
+    /// Recomputes unit `j` from its values `col` scaled by the power of two of their largest
+    /// magnitude (nothing to do for an all-zero unit).
+    fn rescale_unit<T: Float>(&mut self, col: ndarray::ArrayView1<T>, j: usize) {
+        let m = col.iter().fold(0.0f64, |a, v| a.max(v.as_f64().abs()));
+        if m == 0.0 || !m.is_finite() {
+            return;
+        }
+        let e = m.log2().floor() as i32;
+        let f = |v: T| v.as_f64() * ((-e / 2) as f64).exp2() * ((-e - -e / 2) as f64).exp2();
+        let mean = col.iter().map(|&v| f(v)).sum::<f64>() / self.count;
+        self.mean[j] = mean;
+        self.m2[j] = col.iter().map(|&v| (f(v) - mean).powi(2)).sum();
+        self.exp[j] = e;
     }
 
     fn merge(mut self, other: &Self) -> Self {
         let n = self.count + other.count;
         let (wa, wb) = (self.count / n, other.count / n);
         for j in 0..self.mean.len() {
+            if self.exp[j] != other.exp[j] {
+                // bring both to the larger scale (exact powers of two; negligible parts may underflow)
+                let top = self.exp[j].max(other.exp[j]);
+                let (fa, fb) = (
+                    ((self.exp[j] - top) as f64).exp2(),
+                    ((other.exp[j] - top) as f64).exp2(),
+                );
+                let (mean_b, m2_b) = (other.mean[j] * fb, other.m2[j] * fb * fb);
+                self.mean[j] *= fa;
+                self.m2[j] *= fa * fa;
+                self.exp[j] = top;
+                let delta = mean_b - self.mean[j];
+                self.m2[j] += m2_b + delta * delta * self.count * wb;
+                self.mean[j] = wa * self.mean[j] + wb * mean_b;
+                self.pos[j] += other.pos[j];
+                self.neg[j] += other.neg[j];
+                continue;
+            }
             let delta = other.mean[j] - self.mean[j];
             self.m2[j] += other.m2[j] + delta * delta * self.count * wb;
             self.mean[j] = wa * self.mean[j] + wb * other.mean[j];
@@ -130,7 +181,19 @@ impl UnitMoments {
 
     /// Population std and sign diversity `min(P, N) / (P + N)` per unit.
     fn finish(&self) -> (Array1<f64>, Array1<f64>) {
-        let std = self.m2.iter().map(|s| (s / self.count).sqrt()).collect();
+        let std = self
+            .m2
+            .iter()
+            .zip(&self.exp)
+            .map(|(s, &e)| {
+                let sd = (s / self.count).sqrt();
+                if e == 0 {
+                    sd
+                } else {
+                    sd * ((e / 2) as f64).exp2() * ((e - e / 2) as f64).exp2()
+                }
+            })
+            .collect();
         let sign = self
             .pos
             .iter()
@@ -250,8 +313,10 @@ fn finish_dilution<T: Float>(net: &Network<T>, logs: Vec<(f64, f64)>) -> Vec<f64
 /// Everything one forward and one backward pass of a loss tell (SPEC §7), as logs.
 #[derive(Debug, Clone)]
 pub struct Profile {
-    /// Per-sample losses `l_b`.
+    /// Per-sample losses `l_b` (`inf`/`0` where they leave the dtype's range).
     pub losses: Array1<f64>,
+    /// `ln l_b`, exact also where `l_b` leaves the dtype's range (see [`loss::log_losses`]).
+    pub log_losses: Array1<f64>,
     /// `ln ||p_{i,b}||_2`, `(N + 1, B)`.
     pub point_log_norms: Array2<f64>,
     /// `ln ||(dL/dP_i)_b||_2` (row `b` of the total loss gradient), `(N + 1, B)`.
@@ -282,11 +347,38 @@ pub fn profile<T: Float>(
     targets: Targets<T>,
     stop: &Stop,
 ) -> Result<Profile> {
+    let (batch, n) = (x.nrows(), net.num_layers());
+    let widths = forward::plan(
+        net,
+        x,
+        |w| {
+            // per group in flight a tile's trace and a sum of weight gradients (the whole batch's
+            // trace with BatchNorm), plus the per-sample logs
+            let tile = tile_rows(w.iter().copied(), batch);
+            let groups = batch.div_ceil(tile).min(MAX_GROUPS);
+            let in_flight = crate::parallel::num_threads().unwrap_or(1).min(groups) as u128;
+            let params: u128 = net
+                .dense
+                .iter()
+                .map(|p| {
+                    memory::product(&[p.weight.len() + p.weight.nrows(), std::mem::size_of::<T>()])
+                })
+                .sum();
+            let traces = if net.has_batchnorm() {
+                forward::trace_bytes::<T>(w, batch)
+            } else {
+                in_flight.saturating_mul(forward::trace_bytes::<T>(w, tile))
+            };
+            traces
+                .saturating_add(params.saturating_mul(groups as u128 + 1))
+                .saturating_add(memory::product(&[3, n + 1, batch, 8]))
+        },
+        "the gradient profile (gsc, analyze)",
+        "pass fewer samples at a time",
+    )?;
     if net.has_batchnorm() {
         return profile_whole_batch(net, x, loss, targets, stop);
     }
-    let widths = forward::check_input(net, x)?;
-    let (batch, n) = (x.nrows(), net.num_layers());
     loss::check_targets(loss, targets, batch, widths[net.point_slots[n]])?;
     let tile = tile_rows(widths.iter().copied(), batch);
     let tiles: Vec<Range<usize>> = (0..batch)
@@ -313,6 +405,7 @@ pub fn profile<T: Float>(
         .collect::<Result<_>>()?;
 
     let mut losses = Array1::zeros(batch);
+    let mut log_losses = Array1::zeros(batch);
     let mut point_log_norms = Array2::zeros((n + 1, batch));
     let mut grad_log_norms = Array2::zeros((n + 1, batch));
     let mut moments: Option<Vec<UnitMoments>> = None;
@@ -322,6 +415,9 @@ pub fn profile<T: Float>(
         for part in parts {
             let cols = part.rows.clone();
             losses.slice_mut(s![cols.clone()]).assign(&part.losses);
+            log_losses
+                .slice_mut(s![cols.clone()])
+                .assign(&part.log_losses);
             point_log_norms
                 .slice_mut(s![.., cols.clone()])
                 .assign(&part.point_log_norms);
@@ -349,6 +445,7 @@ pub fn profile<T: Float>(
     let params = params.expect("a non-empty batch");
     Ok(Profile {
         losses,
+        log_losses,
         point_log_norms,
         grad_log_norms,
         weight_grad_log_norms: weight_grad_log_norms(&params),
@@ -362,6 +459,7 @@ pub fn profile<T: Float>(
 struct TileProfile {
     rows: Range<usize>,
     losses: Array1<f64>,
+    log_losses: Array1<f64>,
     point_log_norms: Array2<f64>,
     grad_log_norms: Array2<f64>,
     moments: Vec<UnitMoments>,
@@ -381,6 +479,7 @@ fn profile_tile<T: Float>(
     let trace = forward::forward_checked(net, x.slice(s![rows.clone(), ..]), true, stop)?;
     let (losses, seed) =
         loss::loss_and_output_grad(trace.point(net, n), loss, targets.rows(rows.clone()))?;
+    let log_losses = loss::log_losses(&losses, &seed, loss);
     let (grad_log_norms, params) = backward_log_norms(net, &trace, seed, stop)?;
     let mut point_log_norms = Array2::zeros((n + 1, rows.len()));
     for (i, mut out) in point_log_norms.outer_iter_mut().enumerate() {
@@ -388,6 +487,7 @@ fn profile_tile<T: Float>(
     }
     let part = TileProfile {
         losses: losses.mapv(|l| l.as_f64()),
+        log_losses,
         point_log_norms,
         grad_log_norms,
         moments: net
@@ -468,9 +568,11 @@ fn profile_whole_batch<T: Float>(
     let trace = forward::forward(net, x, stop)?;
     let n = net.num_layers();
     let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
+    let log_losses = loss::log_losses(&losses, &seed, loss);
     let (grad_log_norms, params) = backward_log_norms(net, &trace, seed, stop)?;
     Ok(Profile {
         losses: losses.mapv(|l| l.as_f64()),
+        log_losses,
         point_log_norms: point_log_norms(net, &trace),
         grad_log_norms,
         weight_grad_log_norms: weight_grad_log_norms(&params),
@@ -478,6 +580,20 @@ fn profile_whole_batch<T: Float>(
         preactivations: preactivation_stats(net, &trace),
         dilution: dilution(net, &trace),
     })
+}
+
+const MATRIX_HINT: &str = "pass fewer samples, or ask for less: gsc_core.gsc (every point to the loss) or \
+     gsc_core.jacobian_norms(net, x, end) (every point to one end point) need no (N+1) x (N+1) x B array";
+
+/// What an all-pairs analysis holds at its peak besides the forward traces: the native
+/// `(N+1, N+1, B)` result twice (the tiles' parts and the assembled array), the Python
+/// composition's copies of it (about five), and per running tile the row norms of two end points.
+fn matrix_bytes(n: usize, batch: usize, max_width: usize) -> u128 {
+    let pairs = memory::product(&[n + 1, n + 1, batch, 8]);
+    let per_row = memory::product(&[n + 1, (1 << 16) / max_width.max(1) + max_width, 8]);
+    pairs
+        .saturating_mul(7)
+        .saturating_add(per_row.saturating_mul(4))
 }
 
 /// `ln ||dp_j/dp_i||_F^2` per sample for every pair `i <= j`: shape `(N + 1, N + 1, B)` indexed
@@ -494,7 +610,16 @@ pub fn jacobian_log_sq_norm_matrix<T: Float>(
 ) -> Result<(Array3<f64>, Array2<f64>)> {
     let n = net.num_layers();
     require_per_sample(net, 0, n)?;
-    let widths = forward::check_input(net, x)?;
+    let widths = forward::plan(
+        net,
+        x,
+        |w| {
+            let mw = *w.iter().max().unwrap_or(&1);
+            forward::trace_bytes::<T>(w, x.nrows()).saturating_add(matrix_bytes(n, x.nrows(), mw))
+        },
+        "gsc_matrix (an (N+1) x (N+1) x B array of per-sample log norms, and its composition)",
+        MATRIX_HINT,
+    )?;
     let max_width = widths.iter().copied().max().unwrap_or(1);
     let tiles = for_sample_tiles(net, x, max_width, stop, |rows, trace| {
         let rows = 0..rows.len(); // of the tile's own trace
@@ -659,6 +784,18 @@ pub fn probe_log_sq_norms<T: Float>(
         return crate::invalid!("probes must be at least 1");
     }
     let n = net.num_layers();
+    forward::plan(
+        net,
+        x,
+        |w| {
+            let mw = *w.iter().max().unwrap_or(&1);
+            forward::trace_bytes::<T>(w, x.nrows())
+                .saturating_add(matrix_bytes(n, x.nrows(), mw))
+                .saturating_add(memory::product(&[4, x.nrows(), probes, mw, 8]))
+        },
+        "gsc_matrix with probes (an (N+1) x (N+1) x B array of estimates, and its composition)",
+        MATRIX_HINT,
+    )?;
     let trace = forward::forward(net, x, stop)?;
     let batch = trace.batch();
     let k = probes;

@@ -11,8 +11,9 @@ use crate::float::Float;
 use crate::forward::{self, Trace};
 use crate::kernels::{self, Direction};
 use crate::loss::{self, Loss, Targets};
+use crate::memory;
 use crate::network::{Network, Op, Slot};
-use crate::scale::Exponents;
+use crate::scale::{descale, ldexp, Exponents};
 
 /// Gradients of every Dense layer's parameters (depth-first), one per cotangent `k`:
 /// `weights[l]` has shape `(K, d_out, d_in)`, `biases[l]` `(K, d_out)` or `None` without a bias.
@@ -265,9 +266,62 @@ pub fn vjp_rows<T: Float>(
     Ok(param_grads)
 }
 
+/// Parameter gradients with their rescaling undone: true values, `inf`/`0` only where they
+/// overflow/underflow the dtype.
+fn descale_params<T: Float>(mut p: ParamGrads<T>) -> ParamGrads<T> {
+    for ((w, b), e) in p
+        .weights
+        .iter_mut()
+        .zip(p.biases.iter_mut())
+        .zip(p.exponents.iter_mut())
+    {
+        if *e != 0 {
+            let shift = *e as i64;
+            w.par_mapv_inplace(|v| ldexp(v, shift));
+            if let Some(b) = b {
+                b.mapv_inplace(|v| ldexp(v, shift));
+            }
+            *e = 0;
+        }
+    }
+    p
+}
+
+/// Bytes of a VJP/JVP from user input with `k` vectors per sample: the forward trace, the block
+/// handed back at every point, the live blocks, and (with `params`) the `(K, d_out, d_in)`
+/// parameter gradients.
+pub fn products_bytes<T: Float>(
+    net: &Network<T>,
+    batch: usize,
+    k: usize,
+    widths: &[usize],
+    params: bool,
+) -> u128 {
+    let size = std::mem::size_of::<T>();
+    let points: u128 = net
+        .point_slots
+        .iter()
+        .map(|&s| memory::product(&[batch, k, widths[s], size]))
+        .sum();
+    let live = memory::product(&[3, batch, k, *widths.iter().max().unwrap_or(&1), size]);
+    let p: u128 = if params {
+        net.dense
+            .iter()
+            .map(|d| memory::product(&[k, d.weight.nrows(), d.weight.ncols() + 1, size]))
+            .sum()
+    } else {
+        0
+    };
+    forward::trace_bytes::<T>(widths, batch)
+        .saturating_add(points)
+        .saturating_add(live)
+        .saturating_add(p)
+}
+
 /// The VJP of SPEC §2 from user input: `cotangent` (`(B*K, d_point)`) on point `point` (Python
 /// style, negative from the end). Returns the block at every point (`None` after `point`) and the
-/// Dense parameter gradients.
+/// Dense parameter gradients. Blocks are rescaled by exact powers of two on the way (so no
+/// intermediate overflows into `inf - inf = NaN` at extreme depth) and handed back as true values.
 pub fn vjp_all_points<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
@@ -279,10 +333,18 @@ pub fn vjp_all_points<T: Float>(
     let point = net.resolve_point(point, "point")?;
     forward::check_input(net, x)?;
     forward::check_block(net, x, cotangent, k, point, "cotangent")?;
+    forward::plan(
+        net,
+        x,
+        |w| products_bytes(net, x.nrows(), k, w, true),
+        &format!("vjp with K={k} cotangents per sample (a block per point and (K, d_out, d_in) weight gradients)"),
+        "pass fewer cotangents or samples at a time",
+    )?;
     let trace = forward::forward(net, x, stop)?;
     let mut points = vec![None; net.num_layers() + 1];
     let opts = VjpOptions {
         params: true,
+        rescale: true,
         ..VjpOptions::default()
     };
     let params = vjp(
@@ -293,14 +355,16 @@ pub fn vjp_all_points<T: Float>(
         point,
         0,
         opts,
-        &mut |i, g, _| {
-            points[i] = Some(g.to_owned());
+        &mut |i, g, exps| {
+            let mut g = g.to_owned();
+            descale(&mut g, k, exps);
+            points[i] = Some(g);
             Ok(())
         },
         stop,
     )?
     .expect("params were requested");
-    Ok((points, params))
+    Ok((points, descale_params(params)))
 }
 
 /// Gradients of a loss: per-sample losses, `dL/dp_i` for every point, and parameter gradients.
@@ -311,7 +375,8 @@ pub struct LossGradients<T> {
     pub trace: Trace<T>,
 }
 
-/// Forward pass, per-sample losses and the gradients of their sum (SPEC §2).
+/// Forward pass, per-sample losses and the gradients of their sum (SPEC §2). Rescaled on the way
+/// and handed back as true values (see [`vjp_all_points`]).
 pub fn loss_and_grad<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
@@ -319,12 +384,20 @@ pub fn loss_and_grad<T: Float>(
     targets: Targets<T>,
     stop: &Stop,
 ) -> Result<LossGradients<T>> {
+    forward::plan(
+        net,
+        x,
+        |w| products_bytes(net, x.nrows(), 1, w, true),
+        "loss_and_grad (the gradient at every point and of every weight)",
+        "pass fewer samples at a time",
+    )?;
     let trace = forward::forward(net, x, stop)?;
     let n = net.num_layers();
     let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
     let mut points = vec![Array2::zeros((0, 0)); n + 1];
     let opts = VjpOptions {
         params: true,
+        rescale: true,
         ..VjpOptions::default()
     };
     let params = vjp(
@@ -335,8 +408,10 @@ pub fn loss_and_grad<T: Float>(
         n,
         0,
         opts,
-        &mut |i, g, _| {
-            points[i] = g.to_owned();
+        &mut |i, g, exps| {
+            let mut g = g.to_owned();
+            descale(&mut g, 1, exps);
+            points[i] = g;
             Ok(())
         },
         stop,
@@ -345,7 +420,7 @@ pub fn loss_and_grad<T: Float>(
     Ok(LossGradients {
         losses,
         points,
-        params,
+        params: descale_params(params),
         trace,
     })
 }

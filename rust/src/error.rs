@@ -1,5 +1,6 @@
 //! Errors of the core. Every variant becomes a Python exception in the bindings
-//! (`Invalid` -> `ValueError`, `Cancelled` -> `KeyboardInterrupt`, `Internal` -> `RuntimeError`).
+//! (`Invalid` -> `ValueError`, `Cancelled` -> `KeyboardInterrupt`, `OutOfMemory` -> `MemoryError`,
+//! `Internal` -> `RuntimeError`).
 
 /// What went wrong, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -10,6 +11,10 @@ pub enum CoreError {
     /// The caller asked the computation to stop (Ctrl-C).
     #[error("interrupted")]
     Cancelled,
+    /// The request's buffers would not fit in memory (checked before allocating them, see
+    /// [`crate::memory`]).
+    #[error("{0}")]
+    OutOfMemory(String),
     /// A bug in gsc_core (a caught panic): never the user's fault.
     #[error("internal error in gsc_core (please report it): {0}")]
     Internal(String),

@@ -8,7 +8,9 @@ use crate::error::Result;
 use crate::float::Float;
 use crate::invalid;
 use crate::kernels::{self, NormStats};
+use crate::memory;
 use crate::network::{Network, Op};
+use crate::scale::all_finite;
 
 /// Everything a forward pass computed.
 #[derive(Debug, Clone)]
@@ -86,15 +88,58 @@ pub fn check_block<T: Float>(
     check_finite_2d(block, name)
 }
 
+/// Bytes of the forward trace of a batch of `batch` samples: every slot's `(B, width)` value.
+pub fn trace_bytes<T: Float>(widths: &[usize], batch: usize) -> u128 {
+    let elements: u128 = widths.iter().map(|&w| memory::product(&[batch, w])).sum();
+    elements.saturating_mul(std::mem::size_of::<T>() as u128)
+}
+
+/// Checks the input (see [`check_input`]) and that `bytes(widths)` — the caller's large buffers,
+/// e.g. [`trace_bytes`] plus its results — fit in memory, before anything is allocated; returns
+/// the slot widths. `what` names the call and `hint` says how to ask for less in the error.
+pub fn plan<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    bytes: impl FnOnce(&[usize]) -> u128,
+    what: &str,
+    hint: &str,
+) -> Result<Vec<usize>> {
+    let widths = check_input(net, x)?;
+    memory::ensure_fits(bytes(&widths), what, hint)?;
+    Ok(widths)
+}
+
+/// What a node computes, for messages.
+fn op_name<T>(op: &Op<T>) -> &'static str {
+    match op {
+        Op::Dense(_) => "Dense",
+        Op::Activation(_) => "Activation",
+        Op::LayerNorm(_) => "LayerNorm",
+        Op::BatchNorm(_) => "BatchNorm",
+        Op::Add { .. } => "Residual (shortcut + alpha * body)",
+    }
+}
+
 /// Runs the network on `x` of shape `(B, d_0)`.
 pub fn forward<T: Float>(net: &Network<T>, x: ArrayView2<T>, stop: &Stop) -> Result<Trace<T>> {
-    check_input(net, x)?;
+    let batch = x.nrows();
+    plan(
+        net,
+        x,
+        |w| trace_bytes::<T>(w, batch),
+        "the forward pass (every layer's output for every sample)",
+        "pass fewer samples at a time",
+    )?;
     forward_checked(net, x, false, stop)
 }
 
 /// [`forward`] on an input [`check_input`] already accepted (e.g. a tile of a checked batch);
 /// with `keep_slopes`, every Activation also stores its slope for the backward pass (computed
 /// with its value, from one exponential for tanh).
+///
+/// Every value the pass computes is checked: one that overflows the dtype (from finite inputs
+/// and weights) raises an error naming the layer, so no `inf` or NaN can silently spread into
+/// the gradients (`inf - inf`) or vanish again (`relu(NaN) = 0`).
 pub fn forward_checked<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
@@ -133,6 +178,26 @@ pub fn forward_checked<T: Float>(
             ),
         };
         debug_assert_eq!(values.len(), node.output);
+        let finite = match out.as_slice() {
+            Some(v) => all_finite(v),
+            None => out.iter().all(|v| v.is_finite()),
+        };
+        if !finite {
+            let ((_, c), v) = out
+                .indexed_iter()
+                .find(|(_, v)| !v.is_finite())
+                .expect("a non-finite entry exists");
+            let largest = x.iter().fold(0.0f64, |m, v| m.max(v.as_f64().abs()));
+            return invalid!(
+                "the forward pass left the range of {dtype}: {label} ({kind}) computed {v} in unit {c} \
+                 from finite inputs (largest |x| = {largest:e}); its true values exceed what {dtype} can hold. \
+                 Scale the input down{alt}",
+                dtype = T::NAME,
+                label = node.label,
+                kind = op_name(&node.op),
+                alt = if T::NAME == "float32" { " or use dtype='float64'" } else { "" },
+            );
+        }
         values.push(out);
         stats.push(st);
         slopes.resize(stats.len(), None);

@@ -9,11 +9,12 @@ use crate::backward::{vjp, vjp_rows, VjpOptions};
 use crate::cancel::Stop;
 use crate::error::{CoreError, Result};
 use crate::float::Float;
-use crate::forward::{check_input, forward, forward_checked, Trace};
+use crate::forward::{self, forward, forward_checked, trace_bytes, Trace};
 use crate::invalid;
 use crate::jvp::jvp;
+use crate::memory;
 use crate::network::Network;
-use crate::scale::log_add_exp;
+use crate::scale::{ldexp, log_add_exp, Exponents};
 
 /// `K` identity vectors per sample: row `b*K + t` is the unit vector `e_{first + t}` of width `d`.
 pub fn identity_block<T: Float>(batch: usize, first: usize, k: usize, d: usize) -> Array2<T> {
@@ -38,7 +39,8 @@ pub fn require_per_sample<T: Float>(net: &Network<T>, start: usize, end: usize) 
 }
 
 /// Per-sample `dp_end/dp_start`, shape `(B, d_end, d_start)`, by `K = min(d_end, d_start)`
-/// batched VJPs or JVPs.
+/// batched VJPs or JVPs: true values, `inf`/`0` only where they overflow/underflow the dtype
+/// (the products are rescaled on the way, so no `inf - inf = NaN` at extreme depth).
 pub fn jacobian<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
@@ -46,6 +48,25 @@ pub fn jacobian<T: Float>(
     end: i64,
     stop: &Stop,
 ) -> Result<Array3<T>> {
+    let (mut j, exps) = jacobian_scaled(net, x, start, end, stop)?;
+    for (mut m, &e) in j.outer_iter_mut().zip(&exps.per_sample) {
+        if e != 0 {
+            m.mapv_inplace(|v| ldexp(v, e as i64));
+        }
+    }
+    Ok(j)
+}
+
+/// [`jacobian`] as mantissas and exponents: the true Jacobian of sample `b` is
+/// `J[b] * 2^exponents[b]`, with `J[b]` kept in range however deep the network (its singular
+/// values, norms, ... follow without overflow).
+pub fn jacobian_scaled<T: Float>(
+    net: &Network<T>,
+    x: ArrayView2<T>,
+    start: i64,
+    end: i64,
+    stop: &Stop,
+) -> Result<(Array3<T>, Exponents)> {
     let start = net.resolve_point(start, "start")?;
     let end = net.resolve_point(end, "end")?;
     if start > end {
@@ -54,23 +75,51 @@ pub fn jacobian<T: Float>(
         );
     }
     require_per_sample(net, start, end)?;
+    let batch = x.nrows();
+    forward::plan(
+        net,
+        x,
+        |w| {
+            let (ds, de) = (w[net.point_slots[start]], w[net.point_slots[end]]);
+            let size = std::mem::size_of::<T>();
+            // the trace, the result (twice while it is reshaped), the K-vector blocks on the way
+            trace_bytes::<T>(w, batch)
+                .saturating_add(memory::product(&[2, batch, ds, de, size]))
+                .saturating_add(memory::product(&[
+                    3,
+                    batch,
+                    ds.min(de),
+                    *w.iter().max().unwrap_or(&1),
+                    size,
+                ]))
+        },
+        "jacobian (one d_end x d_start Jacobian per sample)",
+        "use gsc_core.jacobian_norms or jacobian_spectrum, which never hold all the Jacobians, \
+         or pass fewer samples at a time",
+    )?;
     let trace = forward(net, x, stop)?;
     jacobian_from_trace(net, &trace, start, end, stop)
 }
 
+/// The rescaled per-sample Jacobians of a trace (see [`jacobian_scaled`]).
 pub fn jacobian_from_trace<T: Float>(
     net: &Network<T>,
     trace: &Trace<T>,
     start: usize,
     end: usize,
     stop: &Stop,
-) -> Result<Array3<T>> {
+) -> Result<(Array3<T>, Exponents)> {
     let batch = trace.batch();
     let d_start = trace.point(net, start).ncols();
     let d_end = trace.point(net, end).ncols();
     let mut result = None;
     if d_end <= d_start {
         let seed = identity_block(batch, 0, d_end, d_end);
+        let opts = VjpOptions {
+            params: false,
+            rescale: true,
+            row_norms: false,
+        };
         vjp(
             net,
             trace,
@@ -78,20 +127,21 @@ pub fn jacobian_from_trace<T: Float>(
             d_end,
             end,
             start,
-            VjpOptions::default(),
-            &mut |i, g, _| {
+            opts,
+            &mut |i, g, exps| {
                 if i == start {
-                    result = Some(g.to_owned());
+                    result = Some((g.to_owned(), exps.clone()));
                 }
                 Ok(())
             },
             stop,
         )?;
-        let rows =
+        let (rows, exps) =
             result.ok_or_else(|| CoreError::Internal("vjp skipped the start point".into()))?;
-        Ok(rows
+        let j = rows
             .into_shape_with_order((batch, d_end, d_start))
-            .map_err(|e| CoreError::Internal(e.to_string()))?)
+            .map_err(|e| CoreError::Internal(e.to_string()))?;
+        Ok((j, exps))
     } else {
         let seed = identity_block(batch, 0, d_start, d_start);
         jvp(
@@ -101,23 +151,26 @@ pub fn jacobian_from_trace<T: Float>(
             d_start,
             start,
             end,
-            false,
-            &mut |j, t, _| {
+            true,
+            &mut |j, t, exps| {
                 if j == end {
-                    result = Some(t.to_owned());
+                    result = Some((t.to_owned(), exps.clone()));
                 }
                 Ok(())
             },
             stop,
         )?;
-        let cols = result.ok_or_else(|| CoreError::Internal("jvp skipped the end point".into()))?;
+        let (cols, exps) =
+            result.ok_or_else(|| CoreError::Internal("jvp skipped the end point".into()))?;
         let cols = cols
             .into_shape_with_order((batch, d_start, d_end))
             .map_err(|e| CoreError::Internal(e.to_string()))?;
-        Ok(cols
-            .permuted_axes([0, 2, 1])
-            .as_standard_layout()
-            .into_owned())
+        Ok((
+            cols.permuted_axes([0, 2, 1])
+                .as_standard_layout()
+                .into_owned(),
+            exps,
+        ))
     }
 }
 
@@ -294,6 +347,9 @@ pub fn tile_log_sq_norms<T: Float>(
 /// tiles of samples in parallel, each running its own forward pass and streaming its
 /// identity-seeded VJPs through the network in L2-sized blocks. Exact; computed as logs, so
 /// `inf`/`0` only where the float type itself overflows/underflows.
+///
+/// Memory beyond the result: the forward traces of the tiles in flight, each tile's VJP blocks
+/// (64 Ki values each) and `(end + 1) x samples` log norms.
 pub fn jacobian_norms<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
@@ -302,7 +358,24 @@ pub fn jacobian_norms<T: Float>(
 ) -> Result<Array2<T>> {
     let end = net.resolve_point(end, "end")?;
     require_per_sample(net, 0, end)?;
-    let widths = check_input(net, x)?;
+    let batch = x.nrows();
+    let widths = forward::plan(
+        net,
+        x,
+        |w| {
+            // the traces of the tiles in flight, their log norms and the result
+            let max_width = *w.iter().max().unwrap_or(&1);
+            let (_, samples) = tiling(batch, w[net.point_slots[end]], max_width);
+            let in_flight = crate::parallel::num_threads()
+                .unwrap_or(1)
+                .min(batch.div_ceil(samples));
+            memory::product(&[in_flight])
+                .saturating_mul(trace_bytes::<T>(w, samples))
+                .saturating_add(memory::product(&[2, end + 1, batch, 8]))
+        },
+        "jacobian_norms (the tiles' forward traces and an (end + 1, B) result)",
+        "pass fewer samples at a time",
+    )?;
     let d_end = widths[net.point_slots[end]];
     let tiles = for_sample_tiles(net, x, d_end, stop, |rows, trace| {
         tile_log_sq_norms(net, trace, 0..rows.len(), end, stop)

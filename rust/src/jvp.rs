@@ -9,7 +9,7 @@ use crate::float::Float;
 use crate::forward::{self, Trace};
 use crate::kernels::{self, Direction};
 use crate::network::{Network, Op};
-use crate::scale::Exponents;
+use crate::scale::{descale, Exponents};
 
 /// Pushes the tangent block `seed` (`(B*K, d_point)`, row `b*K + k`) on point `point` forward to
 /// every point `point..=highest`, handing each to `sink(j, block, exponents)` in increasing `j`.
@@ -100,7 +100,8 @@ pub fn jvp<T: Float>(
 }
 
 /// The JVP of SPEC §2 from user input: `tangent` (`(B*K, d_point)`) on point `point` (Python style).
-/// Returns the block at every point, `None` before `point`.
+/// Returns the block at every point, `None` before `point`: true values, `inf`/`0` only where
+/// they overflow/underflow the dtype.
 pub fn jvp_all_points<T: Float>(
     net: &Network<T>,
     x: ArrayView2<T>,
@@ -112,9 +113,18 @@ pub fn jvp_all_points<T: Float>(
     let point = net.resolve_point(point, "point")?;
     forward::check_input(net, x)?;
     forward::check_block(net, x, tangent, k, point, "tangent")?;
+    let batch = x.nrows();
+    forward::plan(
+        net,
+        x,
+        |w| crate::backward::products_bytes(net, batch, k, w, false),
+        &format!("jvp with K={k} tangents per sample (a block per point)"),
+        "pass fewer tangents or samples at a time",
+    )?;
     let trace = forward::forward(net, x, stop)?;
     let n = net.num_layers();
     let mut points = vec![None; n + 1];
+    // Rescaled on the way (no inf - inf = NaN at extreme depth), handed back as true values.
     jvp(
         net,
         &trace,
@@ -122,9 +132,11 @@ pub fn jvp_all_points<T: Float>(
         k,
         point,
         n,
-        false,
-        &mut |j, t, _| {
-            points[j] = Some(t.to_owned());
+        true,
+        &mut |j, t, exps| {
+            let mut t = t.to_owned();
+            descale(&mut t, k, exps);
+            points[j] = Some(t);
             Ok(())
         },
         stop,

@@ -341,12 +341,30 @@ fn normalise_row<T: Float>(
     }
 }
 
-/// Mean and population variance of a vector, two-pass.
+/// Mean and `1 / sqrt(var + eps)` (population variance) of a vector, two-pass. Values so large
+/// that their sum or squares overflow the dtype (e.g. 1e20 in float32) take a scaled path, so the
+/// normalised output stays exact instead of collapsing to 0 or NaN.
 fn mean_rstd<T: Float>(v: impl Iterator<Item = T> + Clone, n: usize, eps: T) -> (T, T) {
     let nf = T::from_usize(n);
-    let mean = v.clone().fold(T::zero(), |a, x| a + x) / nf;
-    let var = v.fold(T::zero(), |a, x| a + (x - mean) * (x - mean)) / nf;
-    (mean, T::one() / (var + eps).sqrt())
+    let mut mean = v.clone().fold(T::zero(), |a, x| a + x) / nf;
+    if !mean.is_finite() {
+        let m = v.clone().fold(T::zero(), |a, x| a.max(x.abs()));
+        mean = v.clone().fold(T::zero(), |a, x| a + x / m) / nf * m;
+    }
+    let var = v
+        .clone()
+        .fold(T::zero(), |a, x| a + (x - mean) * (x - mean))
+        / nf;
+    if var.is_finite() {
+        return (mean, T::one() / (var + eps).sqrt());
+    }
+    // var = m^2 s with m the largest deviation: 1/sqrt(var + eps) = (1/m) / sqrt(s + eps/m^2)
+    let m = v.clone().fold(T::zero(), |a, x| a.max((x - mean).abs()));
+    let s = v.fold(T::zero(), |a, x| {
+        let r = (x - mean) / m;
+        a + r * r
+    }) / nf;
+    (mean, T::one() / m / (s + eps / m / m).sqrt())
 }
 
 pub fn layernorm_forward<T: Float>(

@@ -22,6 +22,7 @@ pub mod jacobian;
 pub mod jvp;
 pub mod kernels;
 pub mod loss;
+pub mod memory;
 pub mod network;
 pub mod parallel;
 pub mod scale;

@@ -88,6 +88,20 @@ pub fn check_targets<T: Float>(
     }
 }
 
+/// `ln l_b` per sample, exact where `l_b` itself over- or underflows the dtype (a huge or tiny
+/// output): from the output gradient `grad` for mse (`l_b = ||grad_b||^2 / 2`), from the loss for
+/// cross_entropy (never out of range there). `-inf` for a zero loss.
+pub fn log_losses<T: Float>(losses: &Array1<T>, grad: &Array2<T>, loss: Loss) -> Array1<f64> {
+    match loss {
+        Loss::Mse => grad
+            .rows()
+            .into_iter()
+            .map(|r| crate::scale::log_sum_squares_of(r) - std::f64::consts::LN_2)
+            .collect(),
+        Loss::CrossEntropy => losses.mapv(|l| l.as_f64().ln()),
+    }
+}
+
 /// Per-sample losses `(B,)` and `dL/do` `(B, d)` for the total loss `L = sum_b l_b`.
 pub fn loss_and_output_grad<T: Float>(
     out: ArrayView2<T>,

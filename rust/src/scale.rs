@@ -156,6 +156,66 @@ impl Exponents {
     }
 }
 
+/// `v * 2^e` rounded into `T`: saturates to `±inf` where the true value exceeds the dtype and to
+/// `±0` (through the subnormals) where it underflows; zero stays zero. The inverse of rescaling,
+/// used to hand users true values ([`descale`]).
+#[inline]
+pub fn ldexp<T: Float>(v: T, e: i64) -> T {
+    if e == 0 || v == T::zero() || !v.is_finite() {
+        return v;
+    }
+    // Exact in float64 until the result leaves its range; one final rounding into T.
+    let (mut x, mut e) = (v.as_f64(), e);
+    while e != 0 && x != 0.0 && x.is_finite() {
+        let step = e.clamp(-1000, 1000);
+        x *= (step as f64).exp2();
+        e -= step;
+    }
+    T::from_f64(x)
+}
+
+/// Multiplies the `K` rows of every sample `b` by `2^exps[b]`: the true block of a rescaled one,
+/// `inf`/`0` exactly where the true values overflow/underflow the dtype.
+pub fn descale<T: Float>(block: &mut Array2<T>, k: usize, exps: &Exponents) {
+    if exps.all_zero() {
+        return;
+    }
+    block
+        .axis_chunks_iter_mut(Axis(0), k.max(1))
+        .into_par_iter()
+        .zip(exps.per_sample.par_iter())
+        .for_each(|(mut rows, &e)| {
+            if e != 0 {
+                rows.mapv_inplace(|v| ldexp(v, e as i64));
+            }
+        });
+}
+
+/// Whether every value is finite, in one vectorisable pass (`v * 0` is 0 for finite `v`, NaN
+/// otherwise), in parallel for large slices.
+pub fn all_finite<T: Float>(values: &[T]) -> bool {
+    fn chunk<T: Float>(values: &[T]) -> bool {
+        let mut acc = [T::zero(); 8];
+        let chunks = values.chunks_exact(8);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += v * T::zero();
+            }
+        }
+        for (a, &v) in acc.iter_mut().zip(rest) {
+            *a += v * T::zero();
+        }
+        acc.iter().all(|a| *a == T::zero())
+    }
+    const PART: usize = 1 << 15;
+    if values.len() <= 2 * PART {
+        chunk(values)
+    } else {
+        values.par_chunks(PART).all(chunk)
+    }
+}
+
 multiversion!(
     /// The largest magnitude in `values` (a NaN is skipped: it stays NaN whatever the scale), with
     /// [`LANES`] interleaved maxima so that it vectorises without a dependency chain.
@@ -364,6 +424,43 @@ pub fn log_add_exp(a: f64, b: f64) -> f64 {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn ldexp_saturates_honestly() {
+        assert_eq!(ldexp(1.5f64, 3), 12.0);
+        assert_eq!(ldexp(1.0f64, 5000), f64::INFINITY);
+        assert_eq!(ldexp(-1.0f64, 5000), f64::NEG_INFINITY);
+        assert_eq!(ldexp(1.0f64, -5000), 0.0);
+        assert_eq!(ldexp(0.0f64, 5000), 0.0); // never 0 * inf = NaN
+        assert_eq!(ldexp(1.0f64, -1074), f64::from_bits(1)); // the smallest subnormal
+        assert_eq!(ldexp(0.75f32, 200), f32::INFINITY);
+        assert_eq!(ldexp(3.0f32, -2), 0.75);
+        assert_eq!(ldexp(1.0f64, 1500 - 1400), 2f64.powi(100));
+        let mut b = ndarray::array![[1.0f64, -2.0], [3.0, 0.0], [0.5, 0.25]];
+        let mut e = Exponents::new(3, false);
+        e.per_sample = vec![2000, -3, 0];
+        descale(&mut b, 1, &e);
+        assert_eq!(
+            b,
+            ndarray::array![
+                [f64::INFINITY, f64::NEG_INFINITY],
+                [0.375, 0.0],
+                [0.5, 0.25]
+            ]
+        );
+    }
+
+    #[test]
+    fn finite_checks() {
+        let mut v = vec![1.0f64; 100_000];
+        assert!(all_finite(&v));
+        v[77_777] = f64::INFINITY;
+        assert!(!all_finite(&v));
+        v[77_777] = f64::NAN;
+        assert!(!all_finite(&v[70_000..]));
+        assert!(all_finite(&v[..5]));
+        assert!(all_finite::<f32>(&[]));
+    }
 
     #[test]
     fn rescaling_is_exact_and_tracked() {
