@@ -674,12 +674,38 @@ impl PyNetwork {
     }
 }
 
-/// Uses `n >= 1` threads for every following call.
+/// The most threads `set_num_threads` accepts (more only cost memory and scheduling).
+const MAX_THREADS: i64 = 1024;
+
+/// Uses `n` threads (`1 <= n <= 1024`) for every following call.
 #[pyfunction]
-fn set_num_threads(n: i64) -> PyResult<()> {
-    if n < 1 {
+fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+    if n.is_instance_of::<pyo3::types::PyBool>()
+        || !n.is_instance_of::<pyo3::types::PyInt>() && !n.hasattr("__index__")?
+    {
+        return Err(PyTypeError::new_err(format!(
+            "set_num_threads: n must be an integer, got {}",
+            n.repr()?
+        )));
+    }
+    let n = match n.extract::<i64>() {
+        Ok(v) => v,
+        // an integer beyond i64: far too many threads
+        Err(e) if e.is_instance_of::<pyo3::exceptions::PyOverflowError>(n.py()) => i64::MAX,
+        Err(e) => {
+            return Err(PyTypeError::new_err(format!(
+                "set_num_threads: n must be an integer ({e})"
+            )))
+        }
+    };
+    if !(1..=MAX_THREADS).contains(&n) {
         return Err(PyValueError::new_err(format!(
-            "set_num_threads: n must be at least 1, got {n}"
+            "set_num_threads: n must be between 1 and {MAX_THREADS}, got {}",
+            if n == i64::MAX {
+                "a huge number".to_string()
+            } else {
+                n.to_string()
+            }
         )));
     }
     parallel::set_num_threads(n as usize).map_err(to_py_err)

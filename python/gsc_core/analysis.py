@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._arrays import as_classes, as_float
+from ._arrays import as_classes, as_float, as_real
 from .network import LOSSES, Network
 
 MODES = ("sample", "batch")
@@ -206,15 +206,15 @@ def gsc_matrix(
     if mode == "sample":
         _require_per_sample(net, "gsc_matrix")
     if probes is not None:
-        if isinstance(probes, (bool, np.bool_)) or not isinstance(probes, (int, np.integer)) or probes < 1:
+        if isinstance(probes, (bool, np.bool_)) or not isinstance(probes, (int, np.integer)) or not 1 <= probes < 2**63:
             raise ValueError(f"probes must be None (exact) or a positive integer, got {probes!r}")
     elif mode == "batch" and net._native.batchnorm_layers:
         raise ValueError(
             f"the exact batch-mode Jacobian norm is not computed when {net._native.batchnorm_layers[0]} couples the samples; "
             f"pass probes=k for an unbiased Gaussian-probe estimate"
         )
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in 0..2**64, got {seed!r}")
     xa = net._x(x)
     widths = np.asarray(net.point_widths(xa.shape[1]), dtype=np.float64)
     n1 = widths.shape[0]
@@ -267,6 +267,8 @@ def _compose_matrix(log_sq, log_sq_batch, point_logs, rel_var_sample, rel_var_ba
         point_batch = _logsumexp(2 * point_logs, axis=1) / 2
         logs = 0.5 * log_sq_batch - 0.5 * np.log(batch * widths)[:, None] + point_batch[:, None] - point_batch[None, :]
         out[upper] = logs[upper]
+        if np.isnan(logs[upper]).any():
+            warnings.warn(GSCWarning("gsc_matrix (batch mode): G(i -> j) is undefined (0/0: a zero point and a zero Jacobian) at some point pairs; they are NaN"), stacklevel=3)
         var = rel_var_batch / (4 * k)
     # `out` holds ln G; the standard error of ln G is sqrt(var), that of G is G sqrt(var).
     err[upper] = np.sqrt(var)[upper]
@@ -333,7 +335,8 @@ def _stats_dict(unit_std: list, unit_sign: list) -> dict:
 def dilution(net: Network, x: Any) -> np.ndarray:
     """Dilution of every residual block (execution order): ``Q||s(x)|| / Q||alpha body(x)||``, the
     ratio of the quadratic means over the batch of the shortcut's and the scaled body's output
-    norms. A block diluted by ``k`` cuts gradient explosion by about ``k^2 + 1`` (Philipp et al.)."""
+    norms. A block diluted by ``k`` cuts gradient explosion by about ``k^2 + 1`` (Philipp et al.).
+    ``inf`` where the body's output is zero, NaN (undefined, 0/0) where both are."""
     xa, prof = _profile(net, x, None, "mse")
     return np.asarray(prof["dilution"], dtype=np.float64)
 
@@ -344,7 +347,12 @@ def spectrum_summary(singular_values: np.ndarray) -> dict:
     singular Jacobian, as ``numpy.linalg.cond``); plus their means over the batch (``*_mean``).
     Values that overflow float64 are ``inf``; singular values given as ``inf`` (beyond the dtype)
     leave the variances undefined (NaN): :func:`gsc_core.analyze` summarises rescaled ones instead."""
-    s = np.asarray(singular_values, dtype=np.float64)
+    s = as_real(singular_values, "singular_values")
+    if s.ndim != 2 or 0 in s.shape:
+        raise ValueError(f"singular_values must be a non-empty 2-D array (B, k), one row per sample; got shape {s.shape}")
+    s = s.astype(np.float64)
+    if np.isnan(s).any() or (s < 0).any():
+        raise ValueError("singular_values must be non-negative numbers (no NaN)")
     return _spectrum_summary_scaled(s, np.zeros(s.shape[0], dtype=np.int64))
 
 

@@ -177,15 +177,17 @@ class Network:
         return as_float(x, "x", self._dtype, 2)
 
     def _point(self, point: Any, name: str) -> int:
+        """A point index in ``-N-1..N`` (as given: negative ones count from the end)."""
         if isinstance(point, (bool, np.bool_)) or not isinstance(point, (int, np.integer)):
             raise TypeError(f"{name} must be an integer point index, got {point!r}")
-        return int(point)
+        p, n = int(point), len(self._layers)
+        if not -n - 1 <= p <= n:
+            raise ValueError(f"{name}={p} is out of range: this network has points 0..={n} (or -{n + 1}..=-1)")
+        return p
 
     def _resolve_point(self, point: Any, name: str) -> int:
         """A point index in ``0..N`` (negative ones count from the end)."""
         p, n = self._point(point, name), len(self._layers)
-        if not -n - 1 <= p <= n:
-            raise ValueError(f"{name}={p} is out of range: this network has points 0..={n} (or -{n + 1}..=-1)")
         return p if p >= 0 else p + n + 1
 
     def _block(self, a: Any, name: str, batch: int) -> tuple[np.ndarray, int, tuple[int, ...]]:

@@ -103,7 +103,7 @@ class Report:
         with np.errstate(over="ignore"):
             mean_loss = np.mean(self.losses)
         lines = [f"gsc_core report: {len(self.gsc) - 1} layers, B={len(self.losses)}, loss={self.loss}, mode={self.mode}, "
-                 f"mean loss {mean_loss:.4g}"]
+                 f"mean loss {_fmt(mean_loss, '.4g')}"]
         lines.append(f"{'point':>5} {'width':>5} {'GSC->loss':>11} {'||P||_F':>11} {'||dL/dP||_F':>11}")
         for i, (g, a, d) in enumerate(zip(self.gsc, self.activation_norm, self.gradient_norm)):
             lines.append(f"{i:>5} {self.point_widths[i]:>5} {_fmt(g, '.4g'):>11} {a:>11.4g} {d:>11.4g}")
@@ -112,22 +112,22 @@ class Report:
             for k, (s, d) in enumerate(zip(self.pre_activation_std, self.sign_diversity)):
                 lines.append(f"{k:>10} {s:>12.4g} {d:>10.4f}")
         if np.isfinite(self.explosion_rate):
-            lines.append(f"explosion rate r = {self.explosion_rate:.4g} per Dense layer (intercept c = {self.explosion_intercept:.4g}); verdict: {self.verdict()}")
+            lines.append(f"explosion rate r = {_fmt(self.explosion_rate, '.4g')} per Dense layer (intercept c = {_fmt(self.explosion_intercept, '.4g')}); verdict: {self.verdict()}")
         else:
             lines.append(f"explosion rate: undefined (fewer than two points with a defined GSC, or no Dense layer); verdict: {self.verdict()}")
         if len(self.weight_gradient_ratio):
             w = self.weight_gradient_ratio
-            lines.append(f"||dL/dW|| / ||W||: first Dense {w[0]:.4g}, last Dense {w[-1]:.4g}")
+            lines.append(f"||dL/dW|| / ||W||: first Dense {_fmt(w[0], '.4g')}, last Dense {_fmt(w[-1], '.4g')}")
         if len(self.dilution):
-            lines.append("dilution per residual block: " + ", ".join(f"{d:.3g}" for d in self.dilution))
+            lines.append("dilution per residual block: " + ", ".join(_fmt(d, ".3g") for d in self.dilution))
         if self.spectrum_summary is not None:
             s = self.spectrum_summary
-            lines.append(f"input-output Jacobian: mean squared singular value {s['mean_sq_mean']:.4g}, "
-                         f"its variance {s['var_sq_mean']:.4g}, condition number {s['condition_mean']:.4g} (batch means)")
+            lines.append(f"input-output Jacobian: mean squared singular value {_fmt(s['mean_sq_mean'], '.4g')}, "
+                         f"its variance {_fmt(s['var_sq_mean'], '.4g')}, condition number {_fmt(s['condition_mean'], '.4g')} (batch means)")
         if self.theory is not None:
             t = self.theory
-            lines.append(f"mean field ({t['activation']}, sigma_w^2={t['sigma_w2']:.4g}, sigma_b^2={t['sigma_b2']:.4g}): "
-                         f"q*={t['q_star']:.4g}, chi_1={t['chi1']:.4g}, predicted GSC factor per layer sqrt(chi_1)={t['gsc_factor']:.4g}")
+            lines.append(f"mean field ({t['activation']}, sigma_w^2={_fmt(t['sigma_w2'], '.4g')}, sigma_b^2={_fmt(t['sigma_b2'], '.4g')}): "
+                         f"q*={_fmt(t['q_star'], '.4g')}, chi_1={_fmt(t['chi1'], '.4g')}, predicted GSC factor per layer sqrt(chi_1)={_fmt(t['gsc_factor'], '.4g')}")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -246,7 +246,7 @@ def _undefined_notes(prof: dict, log_gsc: np.ndarray, left_out: np.ndarray, mode
     batch = losses.shape[0]
     zero = int(np.sum(losses == 0))
     if zero == batch:
-        notes.append("the loss is zero for every sample: the GSC (the gradient relative to the loss) is undefined, so gsc is NaN "
+        notes.append("the loss is zero for every sample: the GSC (the gradient relative to the loss) is undefined at every point "
                      "and no explosion rate can be fitted (use a nonzero target, or gsc_matrix between points)")
     elif zero:
         notes.append(f"{zero} of {batch} samples have zero loss: their GSC is undefined and they are left out of the geometric mean")
@@ -254,7 +254,7 @@ def _undefined_notes(prof: dict, log_gsc: np.ndarray, left_out: np.ndarray, mode
     if len(undefined) and zero < batch:
         where = ", ".join(str(i) for i in undefined[:8]) + (", ..." if len(undefined) > 8 else "")
         how = "every sample's" if mode == "sample" else "the batch's"
-        notes.append(f"GSC undefined (NaN) at {len(undefined)} point(s) [{where}]: {how} G is zero or not finite there, e.g. "
+        notes.append(f"GSC undefined at {len(undefined)} point(s) [{where}]: {how} G is zero or not finite there, e.g. "
                      f"the gradient vanishes exactly (dead ReLU units, BatchNorm over a single sample or constant features)")
     partial = int(np.sum((left_out > 0) & (left_out < batch))) if mode == "sample" else 0
     if partial:

@@ -87,9 +87,15 @@ impl Exponents {
             Some(s) => max_abs_slice(s),
             None => rows.iter().fold(T::zero(), |a, &v| a.max(v.abs())),
         };
+        // by 2^-e in two steps the dtype can hold: a subnormal block (e below the normal range,
+        // e.g. after a cancellation) needs a factor beyond the largest finite power of two
         let scale_by = |rows: &mut ArrayViewMut2<T>, e: i32| {
-            let factor = T::from_f64((-e as f64).exp2());
-            rows.mapv_inplace(|v| v * factor);
+            let half = -e / 2;
+            let (f1, f2) = (
+                T::from_f64((half as f64).exp2()),
+                T::from_f64(((-e - half) as f64).exp2()),
+            );
+            rows.mapv_inplace(|v| v * f1 * f2);
         };
         let ln2 = std::f64::consts::LN_2;
         self.row_sq_norms.resize(block.nrows(), 0.0);
@@ -424,6 +430,29 @@ pub fn log_add_exp(a: f64, b: f64) -> f64 {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn subnormal_blocks_rescale_without_overflow() {
+        // 2^1050 does not exist in float64: the factor must be applied in steps
+        let tiny = f64::from_bits(3); // 1.5e-323
+        for shared in [false, true] {
+            let mut b = ndarray::array![[tiny, -tiny, 0.0]];
+            let mut e = Exponents::new(1, shared);
+            e.rescale(&mut b, 1);
+            assert!(b.iter().all(|v| v.is_finite()), "{b:?}");
+            assert_eq!(b[[0, 0]] * (e.per_sample[0] as f64).exp2(), tiny);
+            assert_eq!(b[[0, 2]], 0.0);
+        }
+        let tiny32 = f32::from_bits(5);
+        let mut b = ndarray::array![[tiny32, 0.0f32]];
+        let mut e = Exponents::new(1, false);
+        e.rescale(&mut b, 1);
+        assert!(
+            b[[0, 0]].is_finite() && b[[0, 0]] >= 1.0 && b[[0, 1]] == 0.0,
+            "{b:?}"
+        );
+        assert_eq!(ldexp(b[[0, 0]], e.per_sample[0] as i64), tiny32);
+    }
 
     #[test]
     fn ldexp_saturates_honestly() {

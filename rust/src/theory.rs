@@ -751,6 +751,11 @@ pub fn length_map(
     stop: &Stop,
 ) -> Result<Vec<f64>> {
     check_all(sigma_w2, sigma_b2, q0)?;
+    crate::memory::ensure_fits(
+        crate::memory::product(&[layers, std::mem::size_of::<f64>()]),
+        &format!("the length map over {layers} layers"),
+        "ask for fewer layers",
+    )?;
     let mut out = Vec::with_capacity(layers.min(1 << 24));
     let mut q = sigma_w2 * q0 + sigma_b2;
     while out.len() < layers {
@@ -863,6 +868,15 @@ pub fn fixed_point(act: &Activation, sigma_w2: f64, sigma_b2: f64, q0: f64) -> R
             }
             let cand = (4.0 * l).max(l + gl);
             if cand > Q_DIVERGES {
+                if slope_inf.is_none() {
+                    // A bounded activation's map cannot diverge (F(q) <= sigma_w2 sup phi^2 + sigma_b2):
+                    // its fixed point lies beyond what float64 resolves here.
+                    return invalid!(
+                        "the length map of {} leaves float64's range (q beyond {Q_DIVERGES:e}): sigma_w2 = {sigma_w2:e}, \
+                         sigma_b2 = {sigma_b2:e} are too large to compute its fixed point",
+                        act.name()
+                    );
+                }
                 return Ok(f64::INFINITY);
             }
             let gc = g(cand);
@@ -921,7 +935,12 @@ pub fn chi1(act: &Activation, sigma_w2: f64, sigma_b2: f64, q0: f64) -> Result<f
 
 fn chi1_at(act: &Activation, sigma_w2: f64, q: f64) -> Result<f64> {
     if q == f64::INFINITY {
-        let (sp, sm) = asymptote(act).expect("only linearly growing activations diverge");
+        let Some((sp, sm)) = asymptote(act) else {
+            return Err(CoreError::Internal(format!(
+                "q* = inf for {}, which grows at most linearly only with an asymptote",
+                act.name()
+            )));
+        };
         return Ok(sigma_w2 * 0.5 * (sp * sp + sm * sm));
     }
     finite(sigma_w2 * moment_unchecked(act, Moment::Dphi2, q), "chi_1")
