@@ -20,11 +20,13 @@ def jacobian_norms(net: Network, x: Any, end: int = -1) -> np.ndarray:
     Norms are formed from logs, so they are finite at any depth unless the true norm itself
     exceeds the dtype (then ``inf``; ``0`` where it underflows).
 
-    Memory (checked before anything is allocated; ``MemoryError`` if it does not fit): the forward
-    trace, ``B x (sum of every layer's output width) x itemsize`` bytes, plus the ``(end + 1, B)``
-    result, plus per running thread about ``8 (end + 1) samples`` bytes of log norms (a tile holds
-    ``samples <= max(1, 65536 / (K max_width))`` samples) and a few blocks of 64 Ki values (512 KiB
-    each): nothing that grows with ``d_end x d_i`` or with the Jacobians' ``B x d_end x d_i``.
+    Memory (checked before anything is allocated; ``MemoryError`` if it does not fit): beyond what
+    the process held before the call, at most the forward trace (``B x (the output width of every
+    layer, residual bodies included) x itemsize`` bytes: every layer's output for every sample),
+    plus three copies of the ``(end + 1, B)`` float64 result (the tiles' parts, the assembled logs,
+    the norms), plus about 4 MiB per thread (the VJP blocks of a tile hold at most 64 Ki values
+    each), plus a converted copy of ``x`` if it is not C-contiguous in the network's dtype. Nothing
+    grows with the Jacobians' size ``B x d_end x d_i``.
 
     >>> import numpy as np, gsc_core
     >>> net = gsc_core.mlp(depth=3, width=8, seed=0)
@@ -43,7 +45,7 @@ def _scaled_spectrum(net: Network, xa: np.ndarray, start: int, end: int) -> tupl
     step = max(1, _SPECTRUM_ELEMENTS // size)
     start_i, end_i = net._point(start, "start"), net._point(end, "end")
     values, exps = [], []
-    for b0 in range(0, xa.shape[0], step):
+    for b0 in range(0, max(xa.shape[0], 1), step):  # an empty batch reaches the core's clear error
         j, e = net._native.jacobian_scaled(xa[b0 : b0 + step], start_i, end_i)
         values.append(np.linalg.svd(j, compute_uv=False))
         exps.append(e)

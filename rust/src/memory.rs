@@ -8,8 +8,11 @@
 //!
 //! - `GSC_CORE_MAX_MEMORY` (bytes; `k`/`M`/`G` suffixes allowed, powers of 1024) when set: an
 //!   explicit budget, e.g. for a container or a shared machine;
-//! - otherwise the smaller of `MemAvailable` in `/proc/meminfo` and the cgroup v2 limit
-//!   (`memory.max - memory.current`), on Linux; no limit where neither is known.
+//! - otherwise the smallest of `MemAvailable` in `/proc/meminfo`, the cgroup v2 limit's headroom
+//!   (`memory.max - memory.current`) and the address-space limit's (`ulimit -v` minus `VmSize`),
+//!   on Linux; no limit where none is known.
+//!
+//! Requests under 8 MiB are always allowed.
 
 use crate::error::{CoreError, Result};
 
@@ -66,6 +69,20 @@ fn cgroup_headroom() -> Option<u128> {
     Some(max.saturating_sub(current))
 }
 
+/// What the address-space limit (`ulimit -v`, `RLIMIT_AS`) still allows: the soft limit of
+/// `/proc/self/limits` minus `VmSize` of `/proc/self/status` (`None` without a limit).
+fn address_space_headroom() -> Option<u128> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    let soft: u128 = line.split_whitespace().nth(3)?.parse().ok()?; // "unlimited" does not parse
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let size = status.lines().find(|l| l.starts_with("VmSize:"))?;
+    let kb: u128 = size.split_whitespace().nth(1)?.parse().ok()?;
+    Some(soft.saturating_sub(kb * 1024))
+}
+
 /// The memory this process may still allocate, and where that number comes from.
 pub fn budget() -> Option<(u128, &'static str)> {
     if let Ok(text) = std::env::var("GSC_CORE_MAX_MEMORY") {
@@ -73,17 +90,28 @@ pub fn budget() -> Option<(u128, &'static str)> {
             return Some((b, "GSC_CORE_MAX_MEMORY"));
         }
     }
-    match (mem_available(), cgroup_headroom()) {
-        (Some(a), Some(c)) if c < a => Some((c, "the cgroup memory limit")),
-        (Some(a), _) => Some((a, "available memory")),
-        (None, Some(c)) => Some((c, "the cgroup memory limit")),
-        (None, None) => None,
-    }
+    [
+        (mem_available(), "available memory"),
+        (cgroup_headroom(), "the cgroup memory limit's headroom"),
+        (
+            address_space_headroom(),
+            "the address-space limit's headroom",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(b, source)| b.map(|b| (b, source)))
+    .min_by_key(|&(b, _)| b)
 }
+
+/// Requests below this size are never refused (and cost no look-up of the budget).
+const ALWAYS_ALLOWED: u128 = 8 << 20;
 
 /// Fails with [`CoreError::OutOfMemory`] when `bytes` (the large buffers of `what`) exceed the
 /// memory budget. `hint` says how to ask for less.
 pub fn ensure_fits(bytes: u128, what: &str, hint: &str) -> Result<()> {
+    if bytes < ALWAYS_ALLOWED {
+        return Ok(());
+    }
     match budget() {
         Some((limit, source)) if bytes > limit => Err(CoreError::OutOfMemory(format!(
             "{what} needs about {} but {source} is {}; {hint}",

@@ -869,11 +869,17 @@ pub fn fixed_point(act: &Activation, sigma_w2: f64, sigma_b2: f64, q0: f64) -> R
             let cand = (4.0 * l).max(l + gl);
             if cand > Q_DIVERGES {
                 if slope_inf.is_none() {
-                    // A bounded activation's map cannot diverge (F(q) <= sigma_w2 sup phi^2 + sigma_b2):
-                    // its fixed point lies beyond what float64 resolves here.
+                    // A bounded activation (tanh, sigmoid, sin: phi^2 <= 1) cannot diverge:
+                    // F(q) <= sigma_w2 + sigma_b2, so the fixed point lies below that bound.
+                    let bound = sigma_w2 + sigma_b2;
+                    let gb = g(bound);
+                    if bound.is_finite() && bound > l && gb <= 0.0 {
+                        (lo, hi, g_lo, g_hi) = (l, bound, gl, gb);
+                        break;
+                    }
                     return invalid!(
-                        "the length map of {} leaves float64's range (q beyond {Q_DIVERGES:e}): sigma_w2 = {sigma_w2:e}, \
-                         sigma_b2 = {sigma_b2:e} are too large to compute its fixed point",
+                        "the length map of {} leaves float64's range: sigma_w2 = {sigma_w2:e}, sigma_b2 = {sigma_b2:e} \
+                         are too large to compute its fixed point",
                         act.name()
                     );
                 }
