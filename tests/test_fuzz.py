@@ -329,7 +329,26 @@ def call_construction(draw, case, net) -> tuple[str, Callable[[], Any], bool]:
     d = case.x.shape[1]
     w, _ = array_arg(draw, rng.normal(size=(3, d)), case.dtype, batch_axis=False)
     b, _ = array_arg(draw, rng.normal(size=(3,)), case.dtype, batch_axis=False)
-    kind = draw(st.sampled_from(["dense", "norm", "activation", "residual", "chain", "dtype", "not_layers"]))
+    kind = draw(st.sampled_from(["dense", "norm", "activation", "residual", "chain", "dtype", "not_layers", "from_arrays", "paper", "nested"]))
+    if kind == "from_arrays":
+        w2, _ = array_arg(draw, rng.normal(size=(2, 3)), case.dtype, batch_axis=False)
+        weights = draw(st.sampled_from([[w], [w, w2], [w2, w], w, None, [], [None], "w"]))
+        biases = draw(st.sampled_from([None, [b], [b, None], [None, None], b, "b"]))
+        act = draw(st.sampled_from(["relu", ["tanh"], [], ["relu", "relu"], "swish", 3, None]))
+        layout = draw(st.sampled_from(["out_in", "in_out", "weird", None]))
+        dtype = draw(st.sampled_from(["float64", "float32", "float16"]))
+        return "Network.from_arrays", lambda: gsc_core.Network.from_arrays(weights, biases, activation=act, dtype=dtype, layout=layout).forward(case.xin()), False
+    if kind == "paper":
+        name = draw(st.sampled_from(list(gsc_core.architectures.ARCHITECTURES) + ["nope", None, ["ReLU"]]))
+        depth = draw(st.sampled_from([1, 2, 5, 0, -3, 2.0, True, None]))
+        width = draw(st.sampled_from([2, 4, 0, -1, 3.5]))
+        return "paper_network", lambda: gsc_core.architectures.paper_network(name, depth=depth, width=width, seed=case.seed % 7), False
+    if kind == "nested":
+        levels = draw(st.sampled_from([1, 3, 100, 101, 400]))
+        layer = gsc_core.Activation("tanh")
+        for _ in range(levels):
+            layer = gsc_core.Residual([layer], alpha=0.5)
+        return "nested Residual", lambda: gsc_core.Network([layer]).forward(case.xin()), False
     if kind == "dense":
         return "Network(Dense)", lambda: gsc_core.Network([gsc_core.Dense(w, b), gsc_core.Activation("relu")], dtype=case.dtype).forward(case.xin()), False
     if kind == "norm":
@@ -427,7 +446,7 @@ def run_call(name: str, fn: Callable[[], Any], valid: bool, net) -> None:
         check_valid_result(name, out, any(issubclass(w.category, gsc_core.GSCWarning) for w in caught), net)
 
 
-@settings(max_examples=int(os.environ.get("GSC_FUZZ_EXAMPLES", "80")))
+@settings(max_examples=int(os.environ.get("GSC_FUZZ_EXAMPLES", "300")))
 @given(cases(max_layers=4, max_width=5, max_batch=4), st.data())
 def test_public_api_survives_hostile_calls(case, data):
     net = case.net()
@@ -451,7 +470,7 @@ def test_set_num_threads_rejects_hostile_counts(n, restore_threads):
 def test_fuzz_in_a_subprocess():
     """Another batch of fuzz examples (a different seed) in a fresh interpreter: it must end
     normally, never by a signal (SIGABRT from a Rust abort, SIGSEGV, SIGKILL from the OOM killer)."""
-    env = dict(os.environ, HYPOTHESIS_PROFILE="dev", GSC_FUZZ_EXAMPLES="60", PYTHONFAULTHANDLER="1")
+    env = dict(os.environ, HYPOTHESIS_PROFILE="dev", GSC_FUZZ_EXAMPLES="300", PYTHONFAULTHANDLER="1")
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "--hypothesis-seed=20240606",
            os.path.join(HERE, "test_fuzz.py"), "-k", "hostile_calls"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=os.path.dirname(HERE), env=env)

@@ -228,6 +228,39 @@ def test_networks_from_hostile_parts(make, exc, message):
             gsc_core.Network(make())
 
 
+def _nested(levels: int) -> gsc_core.Residual:
+    layer = gsc_core.Activation("tanh")
+    for _ in range(levels):
+        layer = gsc_core.Residual([layer], alpha=0.5)
+    return layer
+
+
+def test_deeply_nested_residual_blocks():
+    """Nesting is limited (100 levels) with a clear error: thousands of levels overflowed the native
+    stack while building the network (a segfault once Python's recursion limit was raised)."""
+    x = np.ones((2, 3))
+    value = np.tanh(1.0)
+    for _ in range(100):
+        value = 1.0 + 0.5 * value  # shortcut + alpha * body
+    np.testing.assert_allclose(gsc_core.Network([_nested(100)]).forward(x).output, value, rtol=1e-14)
+    with pytest.raises(ValueError, match="nested more than 100 deep"):
+        gsc_core.Network([_nested(101)])
+    out = run_python(
+        """
+        import sys, numpy as np, gsc_core
+        sys.setrecursionlimit(10**6)
+        layer = gsc_core.Activation("tanh")
+        for _ in range(20000):
+            layer = gsc_core.Residual([layer])
+        try:
+            gsc_core.Network([layer])
+        except ValueError as e:
+            print("REJECTED", e)
+        """
+    )
+    assert "REJECTED layers[0]: Residual blocks nested more than 100 deep" in out.stdout
+
+
 @pytest.mark.parametrize(
     "call, exc",
     [

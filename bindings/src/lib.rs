@@ -139,8 +139,24 @@ fn parse_dense<T: Float + Element>(spec: &Bound<'_, PyTuple>) -> PyResult<DenseP
     Ok(DenseParams { weight, bias })
 }
 
+/// How deep residual blocks may nest (as `gsc_core.network.MAX_NESTING`): the parser and the
+/// compiler recurse once per level, on the caller's stack.
+const MAX_NESTING: usize = 100;
+
 /// A layer from its spec tuple (built by `gsc_core.network._native_layer`).
 fn parse_layer<T: Float + Element>(obj: &Bound<'_, PyAny>) -> PyResult<Layer<T>> {
+    parse_layer_at::<T>(obj, 0)
+}
+
+fn parse_layer_at<T: Float + Element>(
+    obj: &Bound<'_, PyAny>,
+    nesting: usize,
+) -> PyResult<Layer<T>> {
+    if nesting > MAX_NESTING {
+        return Err(PyValueError::new_err(format!(
+            "residual blocks nested more than {MAX_NESTING} deep"
+        )));
+    }
     let spec = obj
         .cast::<PyTuple>()
         .map_err(|_| PyTypeError::new_err("layer spec must be a tuple"))?;
@@ -168,7 +184,7 @@ fn parse_layer<T: Float + Element>(obj: &Bound<'_, PyAny>) -> PyResult<Layer<T>>
             let body = spec
                 .get_item(1)?
                 .try_iter()?
-                .map(|l| parse_layer::<T>(&l?))
+                .map(|l| parse_layer_at::<T>(&l?, nesting + 1))
                 .collect::<PyResult<Vec<_>>>()?;
             let alpha = T::from_f64(spec.get_item(2)?.extract::<f64>()?);
             let shortcut = spec.get_item(3)?;

@@ -39,14 +39,23 @@ def paper_network(name: str, depth: int = 50, width: int = 100, in_dim: Any = No
     >>> sum(isinstance(l, gsc_core.Residual) for l in net.layers)
     2
     """
-    if name not in _CATALOGUE:
-        raise ValueError(f"unknown architecture {name!r}; expected one of: {', '.join(ARCHITECTURES)}")
+    _check_name(name)
+    if isinstance(depth, bool) or not isinstance(depth, int) and not hasattr(depth, "__index__"):
+        raise TypeError(f"depth must be an integer, got {depth!r}")
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")  # ResNets would silently get 0 blocks
     build, _ = _CATALOGUE[name]
     return build(depth=depth, width=width, in_dim=in_dim, out_dim=out_dim, seed=seed, dtype=dtype)
 
 
 def analysis_mode(name: str) -> str:
     """``"batch"`` for the BatchNorm architectures (samples are coupled), else ``"sample"``."""
+    _check_name(name)
+    return "batch" if _CATALOGUE[name][1] else "sample"
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"the architecture must be given by name (one of: {', '.join(ARCHITECTURES)}), got {name!r}")
     if name not in _CATALOGUE:
         raise ValueError(f"unknown architecture {name!r}; expected one of: {', '.join(ARCHITECTURES)}")
-    return "batch" if _CATALOGUE[name][1] else "sample"

@@ -52,6 +52,24 @@ class Gradients:
     biases: list[Optional[np.ndarray]]
 
 
+#: How deep Residual blocks may nest (building a network recurses once per level; thousands of
+#: levels would overflow the native stack).
+MAX_NESTING = 100
+
+
+def _nesting(layer: Any) -> int:
+    """How many Residual blocks nest inside each other in ``layer`` (0 for a plain layer), without recursion."""
+    deepest, stack = 0, [(layer, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, Residual):
+            deepest = max(deepest, depth + 1)
+            if depth + 1 > MAX_NESTING:
+                break
+            stack.extend((inner, depth + 1) for inner in item.body)
+    return deepest
+
+
 def _native_layer(layer: Layer, dtype: np.dtype, where: str) -> tuple:
     def arr(a: Any, name: str, ndim: int) -> Optional[np.ndarray]:
         return None if a is None else as_float(a, f"{where}: {name}", dtype, ndim)
@@ -110,6 +128,9 @@ class Network:
         if isinstance(layers, Layer.__args__):  # type: ignore[attr-defined]
             raise TypeError("Network takes a list of layers, e.g. Network([Dense(w), Activation('relu')])")
         layers = list(layers)
+        for l, layer in enumerate(layers):
+            if _nesting(layer) > MAX_NESTING:
+                raise ValueError(f"layers[{l}]: Residual blocks nested more than {MAX_NESTING} deep; gsc_core supports at most {MAX_NESTING} levels")
         self._dtype = resolve_dtype(dtype)
         spec = [_native_layer(layer, self._dtype, f"layers[{l}]") for l, layer in enumerate(layers)]
         self._native = _core.Network(spec, self._dtype.name)
