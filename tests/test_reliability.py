@@ -287,6 +287,8 @@ def test_deeply_nested_residual_blocks():
         (lambda: gsc_core.spectrum_summary(np.ones((2, 2), dtype=complex)), TypeError),
         (lambda: gsc_core.spectrum_summary(np.full((2, 2), np.nan)), ValueError),
         (lambda: gsc_core.set_num_threads(10**30), ValueError),
+        (lambda: gsc_core.architectures.paper_network("ResNet-ReLU", depth=-5), ValueError),  # built a network without blocks
+        (lambda: gsc_core.architectures.paper_network(["ReLU"]), TypeError),
         (lambda: gsc_core.set_num_threads(True), TypeError),
     ],
 )
@@ -364,6 +366,26 @@ def test_5000_layer_exploding_per_sample_network(exploding_5000):
     json.dumps(report.to_dict())
 
 
+def test_5000_layer_exploding_batchnorm_network_in_batch_mode():
+    """The issue's batch-ReLU network (BatchNorm: the GSC needs mode='batch'): gradients reach
+    e^1120 at the input. Gradient rows are inf exactly where their true norm (the core's logs)
+    exceeds float64, finite elsewhere; nothing is NaN."""
+    net = _without_theory(gsc_core.mlp(5000, 8, activation="relu", norm="batch", init="he", seed=0))
+    x = np.random.default_rng(0).normal(size=(16, 8))
+    report, warned = quiet(gsc_core.analyze, net, x, mode="batch")
+    assert not warned and report.verdict() == "explodes" and np.all(np.isfinite(report.log_gsc))
+    assert report.log_gsc[0] > 1000 and np.array_equal(np.isinf(report.gsc), report.log_gsc > LOG_MAX)
+    assert not any(np.isnan(a).any() for a in arrays_of(report)) and not NAN_WORD.search(report.summary())
+    _, grads = net.loss_and_grad(x)
+    row_logs = net._native.profile(x, "mse", None, None)["grad_log_norms"]  # ln ||(dL/dP_i)_b||, exact
+    for i in range(0, len(grads.points), 97):
+        g = grads.points[i]
+        assert not np.isnan(g).any()
+        assert np.all(np.isinf(g).any(axis=1)[row_logs[i] > LOG_MAX + 1e-9]), i
+        assert np.all(np.isfinite(g)[row_logs[i] < LOG_MAX - 2]), i
+    assert not any(np.isnan(a).any() for a in arrays_of((net.vjp(x, np.ones((16, 2, 8))), net.jvp(x, np.ones((16, 8))))))
+
+
 def test_5000_layer_vanishing_network(vanishing_5000):
     net, x = vanishing_5000
     logs, warned = quiet(gsc_core.gsc, net, x, log=True)
@@ -429,6 +451,31 @@ def test_huge_and_tiny_inputs_are_handled(dtype, scale, norm):
     np.testing.assert_allclose(report.pre_activation_std, gsc_core.preactivation_stats(net, x)["std"] * (1 if norm else scale), rtol=rtol)
     if scale > 1 and not norm:
         assert np.all(np.isinf(report.losses))  # the true loss exceeds the dtype: reported as such
+
+
+def test_mean_field_beside_extreme_networks_and_inputs():
+    """Report.theory of a 1,000-layer MLP whose predicted chi_1^L = 2.25^999 exceeds float64 (a
+    Python float power raised OverflowError), and of inputs whose mean square overflows (numpy
+    RuntimeWarnings, which are errors here): inf, and no prediction, respectively."""
+    x = np.random.default_rng(0).normal(size=(4, 8))
+    deep = gsc_core.mlp(1000, 8, activation="relu", init="he", sigma_w=1.5, seed=0)
+    report, _ = quiet(gsc_core.analyze, deep, x, spectrum=False)
+    assert report.theory["chi1"] == 2.25 and report.theory["mean_sq_singular_value"] == np.inf
+    assert not NAN_WORD.search(report.summary())
+    huge, warned = quiet(gsc_core.analyze, gsc_core.mlp(3, 8, seed=0), x * 1e300)
+    assert not warned and huge.theory is None and np.all(np.isfinite(huge.gsc)) and not NAN_WORD.search(huge.summary())
+
+
+def test_batchnorm_gradient_of_huge_inputs_is_not_inf():
+    """Two samples of magnitude 1e300 through Dense -> BatchNorm: the gradient before the
+    BatchNorm is a rounding residue of ~1e-316 (subnormal); rescaling it multiplied by 2^1050,
+    which is inf in float64, and gave inf/NaN gradients."""
+    rng = np.random.default_rng(0)
+    net = gsc_core.Network([gsc_core.Dense(rng.normal(size=(1, 3)), rng.normal(size=1)), gsc_core.BatchNorm()])
+    x = rng.normal(size=(2, 3)) * 1e300
+    _, grads = net.loss_and_grad(x)
+    assert all(np.all(np.isfinite(a)) for a in arrays_of(grads))
+    assert np.all(np.abs(grads.points[0]) < 1e-280)
 
 
 def test_statistics_of_values_near_the_top_of_float64():
@@ -523,6 +570,9 @@ def test_constant_inputs(dtype):
     m, warned = quiet(gsc_core.gsc_matrix, ln, x)
     assert warned and np.isnan(m[0, 2])  # dp_2/dp_0 = ones . (I - 11^T/d) rstd = 0: G = 0, reported
     assert all(np.all(np.isfinite(a)) for a in arrays_of((ln.loss_and_grad(x), gsc_core.jacobian_norms(ln, x))))
+    res = gsc_core.Network([gsc_core.Residual([gsc_core.Activation("tanh")]), gsc_core.Dense(np.ones((2, 4)))], dtype=dtype)
+    report, _ = quiet(gsc_core.analyze, res, np.zeros((3, 4)))
+    assert np.isnan(report.dilution[0]) and "dilution per residual block: undefined" in report.summary()  # 0/0
     zero = gsc_core.Network(_homogeneous_net(dtype, False).layers, dtype=dtype)
     g, warned = quiet(gsc_core.gsc, zero, np.zeros((3, 6)))
     assert warned and np.all(np.isnan(g))  # every point is 0 and the loss is 0: 0/0, reported
