@@ -446,7 +446,7 @@ def run_call(name: str, fn: Callable[[], Any], valid: bool, net) -> None:
         check_valid_result(name, out, any(issubclass(w.category, gsc_core.GSCWarning) for w in caught), net)
 
 
-@settings(max_examples=int(os.environ.get("GSC_FUZZ_EXAMPLES", "300")))
+@settings(max_examples=int(os.environ.get("GSC_FUZZ_EXAMPLES", "300")), database=None)
 @given(cases(max_layers=4, max_width=5, max_batch=4), st.data())
 def test_public_api_survives_hostile_calls(case, data):
     net = case.net()
