@@ -21,12 +21,13 @@ def jacobian_norms(net: Network, x: Any, end: int = -1) -> np.ndarray:
     exceeds the dtype (then ``inf``; ``0`` where it underflows).
 
     Memory (checked before anything is allocated; ``MemoryError`` if it does not fit): beyond what
-    the process held before the call, at most the forward trace (``B x (the output width of every
-    layer, residual bodies included) x itemsize`` bytes: every layer's output for every sample),
-    plus three copies of the ``(end + 1, B)`` float64 result (the tiles' parts, the assembled logs,
-    the norms), plus about 4 MiB per thread (the VJP blocks of a tile hold at most 64 Ki values
-    each), plus a converted copy of ``x`` if it is not C-contiguous in the network's dtype. Nothing
-    grows with the Jacobians' size ``B x d_end x d_i``.
+    the process held before the call, at most the forward trace with the activations' slopes
+    (``B x (the output width of every layer, residual bodies included, plus that of every
+    Activation) x itemsize`` bytes; only the tiles of samples in flight hold theirs, so with many
+    samples far less), plus three copies of the ``(end + 1, B)`` result in float64, plus about
+    4 MiB per thread (the VJP blocks of a tile hold at most 64 Ki values each), plus a converted
+    copy of ``x`` if it is not C-contiguous in the network's dtype. Nothing grows with the
+    Jacobians' size ``B x d_end x d_i``.
 
     >>> import numpy as np, gsc_core
     >>> net = gsc_core.mlp(depth=3, width=8, seed=0)

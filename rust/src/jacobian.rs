@@ -363,13 +363,14 @@ pub fn jacobian_norms<T: Float>(
         net,
         x,
         |w| {
-            // the traces of the tiles in flight, their log norms and the result
+            // the traces (with slopes: at most twice the values) of the tiles in flight, their
+            // log norms and the result
             let max_width = *w.iter().max().unwrap_or(&1);
             let (_, samples) = tiling(batch, w[net.point_slots[end]], max_width);
             let in_flight = crate::parallel::num_threads()
                 .unwrap_or(1)
                 .min(batch.div_ceil(samples));
-            memory::product(&[in_flight])
+            memory::product(&[2, in_flight])
                 .saturating_mul(trace_bytes::<T>(w, samples))
                 .saturating_add(memory::product(&[2, end + 1, batch, 8]))
         },
