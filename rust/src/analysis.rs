@@ -410,7 +410,7 @@ pub fn profile<T: Float>(
     let mut grad_log_norms = Array2::zeros((n + 1, batch));
     let mut moments: Option<Vec<UnitMoments>> = None;
     let mut residuals: Option<Vec<(f64, f64)>> = None;
-    let mut params: Option<ParamGrads<T>> = None;
+    let mut group_sums = Vec::with_capacity(per_group.len());
     for (parts, group_params) in per_group {
         for part in parts {
             let cols = part.rows.clone();
@@ -437,12 +437,9 @@ pub fn profile<T: Float>(
                 Some(acc) => merge_log_sq_norms(acc, part.residuals),
             });
         }
-        params = Some(match params {
-            None => group_params,
-            Some(acc) => acc.add(group_params),
-        });
+        group_sums.push(group_params);
     }
-    let params = params.expect("a non-empty batch");
+    let params = ParamGrads::sum_in_order(group_sums).expect("a non-empty batch");
     Ok(Profile {
         losses,
         log_losses,

@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use ndarray::{s, Array1, Array2, Array3, ArrayView2};
+use rayon::prelude::*;
 
 use crate::cancel::Stop;
 use crate::error::{CoreError, Result};
@@ -28,34 +29,58 @@ pub struct ParamGrads<T> {
 impl<T: Float> ParamGrads<T> {
     /// The sum of two gradients (e.g. of two tiles of samples), aligned to the larger exponent
     /// of each layer by exact powers of two.
-    pub fn add(mut self, other: ParamGrads<T>) -> Self {
-        let layers = self
-            .weights
-            .iter_mut()
-            .zip(&mut self.biases)
-            .zip(&mut self.exponents)
-            .zip(
-                other
-                    .weights
-                    .iter()
-                    .zip(&other.biases)
-                    .zip(&other.exponents),
-            );
-        for (((w, b), e), ((ow, ob), &oe)) in layers {
-            let top = (*e).max(oe);
-            let (f, of) = (
-                T::from_f64(((*e - top) as f64).exp2()),
-                T::from_f64(((oe - top) as f64).exp2()),
-            );
-            w.zip_mut_with(ow, |a, &o| *a = *a * f + o * of);
-            if let (Some(b), Some(ob)) = (b.as_mut(), ob.as_ref()) {
-                b.zip_mut_with(ob, |a, &o| *a = *a * f + o * of);
+    pub fn add(self, other: ParamGrads<T>) -> Self {
+        Self::sum_in_order(vec![self, other]).expect("two terms")
+    }
+
+    /// The sum of `parts` in their order (`None` for none), layer by layer in parallel: each
+    /// layer's terms are added in the same fixed order, so the bits do not depend on the threads.
+    pub fn sum_in_order(parts: Vec<ParamGrads<T>>) -> Option<Self> {
+        let layers = parts.first()?.weights.len();
+        let mut per_layer: Vec<Vec<LayerGrads<T>>> = (0..layers)
+            .map(|_| Vec::with_capacity(parts.len()))
+            .collect();
+        for p in parts {
+            let terms = p.weights.into_iter().zip(p.biases).zip(p.exponents);
+            for (l, ((w, b), e)) in terms.enumerate() {
+                per_layer[l].push((w, b, e));
             }
-            *e = top;
         }
-        self
+        let summed: Vec<LayerGrads<T>> = per_layer
+            .into_par_iter()
+            .map(|terms| {
+                let mut terms = terms.into_iter();
+                let first = terms.next().expect("every part has every layer");
+                terms.fold(first, |(mut w, mut b, e), (ow, ob, oe)| {
+                    let top = e.max(oe);
+                    let (f, of) = (
+                        T::from_f64(((e - top) as f64).exp2()),
+                        T::from_f64(((oe - top) as f64).exp2()),
+                    );
+                    w.zip_mut_with(&ow, |a, &o| *a = *a * f + o * of);
+                    if let (Some(b), Some(ob)) = (b.as_mut(), ob.as_ref()) {
+                        b.zip_mut_with(ob, |a, &o| *a = *a * f + o * of);
+                    }
+                    (w, b, top)
+                })
+            })
+            .collect();
+        let mut sum = ParamGrads {
+            weights: Vec::with_capacity(layers),
+            biases: Vec::with_capacity(layers),
+            exponents: Vec::with_capacity(layers),
+        };
+        for (w, b, e) in summed {
+            sum.weights.push(w);
+            sum.biases.push(b);
+            sum.exponents.push(e);
+        }
+        Some(sum)
     }
 }
+
+/// One Dense layer's gradients: weight, bias, exponent.
+type LayerGrads<T> = (Array3<T>, Option<Array2<T>>, i32);
 
 /// What a VJP computes besides the point blocks.
 #[derive(Debug, Clone, Copy, Default)]
