@@ -212,25 +212,26 @@ impl RowSqNorms {
     }
 }
 
-/// [`RowSqNorms`] of the tile `rows` by identity-seeded, rescaled VJPs from `end`, `K` rows at
-/// a time.
-pub fn tile_row_sq_norms<T: Float>(
+/// Pulls identity cotangents from `end` back through the samples `rows`, `K` unit vectors at a
+/// time (`K` from [`tiling`]), rescaled; `f(first, k, point, exponents)` sees the block of unit
+/// vectors `first..first + k` at every point (with per-row sums of squares if `row_norms`).
+fn identity_sweeps<T: Float>(
     net: &Network<T>,
     trace: &Trace<T>,
     rows: Range<usize>,
     end: usize,
+    row_norms: bool,
     stop: &Stop,
-) -> Result<RowSqNorms> {
+    mut f: impl FnMut(usize, usize, usize, &Exponents),
+) -> Result<()> {
     let batch = rows.len();
     let d_end = trace.point(net, end).ncols();
     let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
     let (chunk, _) = tiling(batch, d_end, max_width);
-    let mut sq = Array3::<f64>::zeros((end + 1, batch, d_end));
-    let mut scale = Array2::<i32>::zeros((end + 1, batch));
     let opts = VjpOptions {
         params: false,
         rescale: true,
-        row_norms: true,
+        row_norms,
     };
     for first in (0..d_end).step_by(chunk) {
         let k = chunk.min(d_end - first);
@@ -245,30 +246,49 @@ pub fn tile_row_sq_norms<T: Float>(
             0,
             opts,
             &mut |i, _, exps| {
-                for b in 0..batch {
-                    let e = 2 * exps.per_sample[b];
-                    // the chunks of one sample may carry different exponents: align to the larger
-                    let top = if first == 0 { e } else { scale[[i, b]].max(e) };
-                    if first > 0 && scale[[i, b]] != top {
-                        let f = ((scale[[i, b]] - top) as f64).exp2();
-                        sq.slice_mut(s![i, b, ..first]).mapv_inplace(|v| v * f);
-                    }
-                    scale[[i, b]] = top;
-                    let f = ((e - top) as f64).exp2();
-                    let rows = &exps.row_sq_norms[b * k..(b + 1) * k];
-                    for (o, &r) in sq
-                        .slice_mut(s![i, b, first..first + k])
-                        .iter_mut()
-                        .zip(rows)
-                    {
-                        *o = r * f;
-                    }
-                }
+                f(first, k, i, exps);
                 Ok(())
             },
             stop,
         )?;
     }
+    Ok(())
+}
+
+/// [`RowSqNorms`] of the tile `rows` by identity-seeded, rescaled VJPs from `end`, `K` rows at
+/// a time.
+pub fn tile_row_sq_norms<T: Float>(
+    net: &Network<T>,
+    trace: &Trace<T>,
+    rows: Range<usize>,
+    end: usize,
+    stop: &Stop,
+) -> Result<RowSqNorms> {
+    let batch = rows.len();
+    let d_end = trace.point(net, end).ncols();
+    let mut sq = Array3::<f64>::zeros((end + 1, batch, d_end));
+    let mut scale = Array2::<i32>::zeros((end + 1, batch));
+    identity_sweeps(net, trace, rows, end, true, stop, |first, k, i, exps| {
+        for b in 0..batch {
+            let e = 2 * exps.per_sample[b];
+            // the chunks of one sample may carry different exponents: align to the larger
+            let top = if first == 0 { e } else { scale[[i, b]].max(e) };
+            if first > 0 && scale[[i, b]] != top {
+                let f = ((scale[[i, b]] - top) as f64).exp2();
+                sq.slice_mut(s![i, b, ..first]).mapv_inplace(|v| v * f);
+            }
+            scale[[i, b]] = top;
+            let f = ((e - top) as f64).exp2();
+            let rows = &exps.row_sq_norms[b * k..(b + 1) * k];
+            for (o, &r) in sq
+                .slice_mut(s![i, b, first..first + k])
+                .iter_mut()
+                .zip(rows)
+            {
+                *o = r * f;
+            }
+        }
+    })?;
     Ok(RowSqNorms { sq, scale })
 }
 
@@ -309,37 +329,12 @@ pub fn tile_log_sq_norms<T: Float>(
     end: usize,
     stop: &Stop,
 ) -> Result<Array2<f64>> {
-    let batch = rows.len();
-    let d_end = trace.point(net, end).ncols();
-    let max_width = trace.values.iter().map(|v| v.ncols()).max().unwrap_or(1);
-    let (chunk, _) = tiling(batch, d_end, max_width);
-    let mut out = Array2::<f64>::from_elem((end + 1, batch), f64::NEG_INFINITY);
-    let opts = VjpOptions {
-        params: false,
-        rescale: true,
-        row_norms: false,
-    };
-    for first in (0..d_end).step_by(chunk) {
-        let k = chunk.min(d_end - first);
-        let seed = identity_block(batch, first, k, d_end);
-        vjp_rows(
-            net,
-            trace,
-            rows.clone(),
-            seed,
-            k,
-            end,
-            0,
-            opts,
-            &mut |i, _, exps| {
-                for (b, &log) in exps.log_sq_norms.iter().enumerate() {
-                    out[[i, b]] = log_add_exp(out[[i, b]], log);
-                }
-                Ok(())
-            },
-            stop,
-        )?;
-    }
+    let mut out = Array2::<f64>::from_elem((end + 1, rows.len()), f64::NEG_INFINITY);
+    identity_sweeps(net, trace, rows, end, false, stop, |_, _, i, exps| {
+        for (b, &log) in exps.log_sq_norms.iter().enumerate() {
+            out[[i, b]] = log_add_exp(out[[i, b]], log);
+        }
+    })?;
     Ok(out)
 }
 
