@@ -233,6 +233,19 @@ impl Activation {
         }
     }
 
+    /// Whether `phi` maps finite values to finite values in every dtype (`|phi(z)| <= max(|z|, 1)`),
+    /// so a forward pass need not check its output (its input was checked).
+    pub fn keeps_finite(&self) -> bool {
+        matches!(
+            self,
+            Activation::Identity
+                | Activation::Relu
+                | Activation::Tanh
+                | Activation::Sigmoid
+                | Activation::Sin
+        )
+    }
+
     /// `y[i] = phi(z[i])` and `d[i] = phi'(z[i])` (tanh: from one exponential).
     pub fn apply_with_derivative_slice<T: Float>(&self, z: &[T], y: &mut [T], d: &mut [T]) {
         match self {

@@ -57,9 +57,16 @@ impl<T: Float> ParamGrads<T> {
                         T::from_f64(((e - top) as f64).exp2()),
                         T::from_f64(((oe - top) as f64).exp2()),
                     );
-                    w.zip_mut_with(&ow, |a, &o| *a = *a * f + o * of);
-                    if let (Some(b), Some(ob)) = (b.as_mut(), ob.as_ref()) {
-                        b.zip_mut_with(ob, |a, &o| *a = *a * f + o * of);
+                    if e == oe {
+                        w += &ow; // the usual case: a plain (vectorised) sum
+                        if let (Some(b), Some(ob)) = (b.as_mut(), ob.as_ref()) {
+                            *b += ob;
+                        }
+                    } else {
+                        w.zip_mut_with(&ow, |a, &o| *a = *a * f + o * of);
+                        if let (Some(b), Some(ob)) = (b.as_mut(), ob.as_ref()) {
+                            b.zip_mut_with(ob, |a, &o| *a = *a * f + o * of);
+                        }
                     }
                     (w, b, top)
                 })
@@ -202,19 +209,13 @@ pub fn vjp_rows<T: Float>(
     }
     sink(point, seed.view(), &exps)?;
     grads[net.point_slots[point]] = Some(seed);
+    // filled layer by layer below; layers the cotangent never reaches get zeros at the end
     let mut param_grads = opts.params.then(|| ParamGrads {
-        weights: net
-            .dense
-            .iter()
-            .map(|p| Array3::zeros((k, p.weight.nrows(), p.weight.ncols())))
-            .collect(),
-        biases: net
-            .dense
-            .iter()
-            .map(|p| p.bias.as_ref().map(|b| Array2::zeros((k, b.len()))))
-            .collect(),
+        weights: vec![Array3::zeros((0, 0, 0)); net.dense.len()],
+        biases: vec![None; net.dense.len()],
         exponents: vec![0; net.dense.len()],
     });
+    let mut reached = vec![false; net.dense.len()];
     for layer in (lowest + 1..=point).rev() {
         for n in net.nodes_of_layers(layer, layer).rev() {
             stop.check()?;
@@ -237,6 +238,7 @@ pub fn vjp_rows<T: Float>(
                         pg.weights[i] = dw;
                         pg.biases[i] = db;
                         pg.exponents[i] = e;
+                        reached[i] = true;
                     }
                     let gi = kernels::matmul_rows(g.view(), p.weight.view());
                     accumulate(&mut grads, node.input, T::one(), gi);
@@ -287,6 +289,12 @@ pub fn vjp_rows<T: Float>(
             exps.rescale(g, k);
         }
         sink(layer - 1, g.view(), &exps)?;
+    }
+    if let Some(pg) = param_grads.as_mut() {
+        for (i, p) in net.dense.iter().enumerate().filter(|&(i, _)| !reached[i]) {
+            pg.weights[i] = Array3::zeros((k, p.weight.nrows(), p.weight.ncols()));
+            pg.biases[i] = p.bias.as_ref().map(|b| Array2::zeros((k, b.len())));
+        }
     }
     Ok(param_grads)
 }

@@ -178,10 +178,12 @@ pub fn forward_checked<T: Float>(
             ),
         };
         debug_assert_eq!(values.len(), node.output);
-        let finite = match out.as_slice() {
-            Some(v) => all_finite(v),
-            None => out.iter().all(|v| v.is_finite()),
-        };
+        let checked_input = matches!(node.op, Op::Activation(a) if a.keeps_finite());
+        let finite = checked_input
+            || match out.as_slice() {
+                Some(v) => all_finite(v),
+                None => out.iter().all(|v| v.is_finite()),
+            };
         if !finite {
             let ((_, c), v) = out
                 .indexed_iter()

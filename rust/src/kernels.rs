@@ -45,6 +45,30 @@ impl<T: Float> NormStats<T> {
     }
 }
 
+// ---------------------------------------------------------------- outputs
+
+/// A `(rows, cols)` array (standard layout) that `fill` writes completely: no zero-filling pass
+/// first. `fill` must assign every element and read none before it did (GEMMs with `beta = 0`
+/// over all rows, elementwise kernels writing every entry); this is the only uninitialised memory
+/// in the crate.
+fn written_by<T: Float>(
+    rows: usize,
+    cols: usize,
+    fill: impl FnOnce(ArrayViewMut2<T>),
+) -> Array2<T> {
+    let mut out = Array2::<T>::uninit((rows, cols));
+    // SAFETY: the view covers exactly `out`'s allocation in its standard layout; `fill` assigns
+    // every element without reading it first (the contract above), so all are initialised
+    // before `assume_init`. Floats have no invalid bit patterns or drop glue.
+    unsafe {
+        fill(ArrayViewMut2::from_shape_ptr(
+            (rows, cols),
+            out.as_mut_ptr() as *mut T,
+        ));
+        out.assume_init()
+    }
+}
+
 // ---------------------------------------------------------------- GEMM
 
 /// `c = a @ b + beta * c` on one thread (callers parallelise over fixed row tiles), any strides.
@@ -65,13 +89,11 @@ pub fn gemm<T: Float>(a: ArrayView2<T>, b: ArrayView2<T>, beta: T, mut c: ArrayV
         return;
     }
     if k == 0 {
-        c.mapv_inplace(|v| {
-            if beta == T::zero() {
-                T::zero()
-            } else {
-                v * beta
-            }
-        });
+        if beta == T::zero() {
+            c.fill(T::zero()); // `c` is not read (it may be uninitialised, see `written_by`)
+        } else {
+            c.mapv_inplace(|v| v * beta);
+        }
         return;
     }
     let n_padded = n.max(2);
@@ -142,11 +164,8 @@ pub fn dense_forward<T: Float>(
     weight_t: ArrayView2<T>,
 ) -> Array2<T> {
     let (d_out, d_in) = p.weight.dim();
-    let mut y = Array2::zeros((x.nrows(), d_out));
-    for_row_chunks(
-        y.view_mut(),
-        rows_per_task(d_in.max(d_out), 1),
-        |start, mut yc| {
+    written_by(x.nrows(), d_out, |y| {
+        for_row_chunks(y, rows_per_task(d_in.max(d_out), 1), |start, mut yc| {
             let xc = x.slice(s![start..start + yc.nrows(), ..]);
             let beta = match &p.bias {
                 Some(b) => {
@@ -156,23 +175,22 @@ pub fn dense_forward<T: Float>(
                 None => T::zero(),
             };
             gemm(xc, weight_t, beta, yc);
-        },
-    );
-    y
+        })
+    })
 }
 
 /// `block @ m` for any block of rows (`m` is `W` for a VJP, `W.T` for a JVP).
 pub fn matmul_rows<T: Float>(block: ArrayView2<T>, m: ArrayView2<T>) -> Array2<T> {
-    let mut out = Array2::zeros((block.nrows(), m.ncols()));
-    for_row_chunks(
-        out.view_mut(),
-        rows_per_task(m.nrows().max(m.ncols()), 1),
-        |start, oc| {
-            let bc = block.slice(s![start..start + oc.nrows(), ..]);
-            gemm(bc, m, T::zero(), oc);
-        },
-    );
-    out
+    written_by(block.nrows(), m.ncols(), |out| {
+        for_row_chunks(
+            out,
+            rows_per_task(m.nrows().max(m.ncols()), 1),
+            |start, oc| {
+                let bc = block.slice(s![start..start + oc.nrows(), ..]);
+                gemm(bc, m, T::zero(), oc);
+            },
+        )
+    })
 }
 
 /// Gradients of `sum_{b} <g_{b,k}, W x_b + bias>` for each `k`: `dW[k] = sum_b g_{b,k}^T x_b`
@@ -186,25 +204,29 @@ pub fn dense_param_grads<T: Float>(
 ) -> (Array3<T>, Option<Array2<T>>) {
     let (batch, d_in) = x.dim();
     let d_out = g.ncols();
-    let mut dw = Array3::zeros((k, d_out, d_in));
     let mut db = with_bias.then(|| Array2::zeros((k, d_out)));
     // Output rows per task: about 4M multiply-adds each, a multiple of 8 rows.
     let rows = ((1usize << 22) / (d_in * batch).max(1)).div_ceil(8).max(1) * 8;
-    let mut tasks = Vec::new();
-    for (kk, mut rest) in dw.outer_iter_mut().enumerate() {
-        let mut o0 = 0;
-        while rest.nrows() > 0 {
-            let n = rows.min(rest.nrows());
-            let (head, tail) = rest.split_at(Axis(0), n);
-            tasks.push((kk, o0, head));
-            o0 += rows;
-            rest = tail;
+    // dW[k] for each k is one (d_out, d_in) matrix: written as k * d_out rows
+    let dw = written_by(k * d_out, d_in, |mut dw| {
+        let mut tasks = Vec::new();
+        for (kk, mut rest) in dw.axis_chunks_iter_mut(Axis(0), d_out.max(1)).enumerate() {
+            let mut o0 = 0;
+            while rest.nrows() > 0 {
+                let n = rows.min(rest.nrows());
+                let (head, tail) = rest.split_at(Axis(0), n);
+                tasks.push((kk, o0, head));
+                o0 += rows;
+                rest = tail;
+            }
         }
-    }
-    tasks.into_par_iter().for_each(|(kk, o0, dw_c)| {
-        let gk = g.slice(s![kk..;k, o0..o0 + dw_c.nrows()]);
-        gemm(gk.t(), x, T::zero(), dw_c);
-    });
+        tasks.into_par_iter().for_each(|(kk, o0, dw_c)| {
+            let gk = g.slice(s![kk..;k, o0..o0 + dw_c.nrows()]);
+            gemm(gk.t(), x, T::zero(), dw_c);
+        });
+    })
+    .into_shape_with_order((k, d_out, d_in))
+    .expect("standard layout");
     if let Some(db) = db.as_mut() {
         db.outer_iter_mut()
             .into_par_iter()
@@ -222,11 +244,8 @@ pub fn dense_param_grads<T: Float>(
 
 /// `y = phi(z)`.
 pub fn activation_forward<T: Float>(act: Activation, z: ArrayView2<T>) -> Array2<T> {
-    let mut y = Array2::zeros(z.raw_dim());
-    for_row_chunks(
-        y.view_mut(),
-        rows_per_task(z.ncols(), 1),
-        |start, mut yc| {
+    written_by(z.nrows(), z.ncols(), |y| {
+        for_row_chunks(y, rows_per_task(z.ncols(), 1), |start, mut yc| {
             for (r, mut yrow) in yc.rows_mut().into_iter().enumerate() {
                 let zrow = z.row(start + r);
                 match (zrow.as_slice(), yrow.as_slice_mut()) {
@@ -236,9 +255,8 @@ pub fn activation_forward<T: Float>(act: Activation, z: ArrayView2<T>) -> Array2
                         .for_each(|y, &z| *y = act.apply(z)),
                 }
             }
-        },
-    );
-    y
+        })
+    })
 }
 
 /// `(phi(z), phi'(z))`: the forward value and the slope a backward pass will need, in one pass.
@@ -247,14 +265,18 @@ pub fn activation_forward_with_slopes<T: Float>(
     z: ArrayView2<T>,
 ) -> (Array2<T>, Array2<T>) {
     let z = z.as_standard_layout();
-    let mut y = Array2::zeros(z.raw_dim());
-    let mut d = Array2::zeros(z.raw_dim());
-    act.apply_with_derivative_slice(
-        z.as_slice().expect("standard layout"),
-        y.as_slice_mut().expect("owned"),
-        d.as_slice_mut().expect("owned"),
-    );
-    (y, d)
+    let (rows, cols) = z.dim();
+    let mut d = None;
+    let y = written_by(rows, cols, |mut y| {
+        d = Some(written_by(rows, cols, |mut d| {
+            act.apply_with_derivative_slice(
+                z.as_slice().expect("standard layout"),
+                y.as_slice_mut().expect("standard layout"),
+                d.as_slice_mut().expect("standard layout"),
+            )
+        }))
+    });
+    (y, d.expect("written"))
 }
 
 /// `block[b, k] *= slopes[b]`: an activation's tangent map with the slopes a forward pass kept.

@@ -124,7 +124,7 @@ impl Exponents {
                 .zip(sums)
             {
                 *x += e;
-                *log = s.ln() + 2.0 * *x as f64 * ln2;
+                *log = crate::simd::ln(s) + 2.0 * *x as f64 * ln2;
             }
             return;
         }
@@ -140,7 +140,7 @@ impl Exponents {
                         s = measure(rows.view(), out);
                     }
                 }
-                *log = s.ln() + 2.0 * *exp as f64 * ln2;
+                *log = s; // its log below, for all samples in one vectorised pass
             };
         // Samples are independent: parallel only when the block is worth splitting.
         if block.len() >= 4 * PARALLEL_ELEMENTS {
@@ -158,6 +158,10 @@ impl Exponents {
                 .zip(self.log_sq_norms.iter_mut())
                 .zip(self.row_sq_norms.chunks_mut(k))
                 .for_each(|(((rows, exp), log), out)| one_sample(rows, exp, log, out));
+        }
+        crate::simd::ln_slice(&mut self.log_sq_norms);
+        for (log, &e) in self.log_sq_norms.iter_mut().zip(&self.per_sample) {
+            *log += 2.0 * e as f64 * ln2;
         }
     }
 }
@@ -297,10 +301,13 @@ pub fn row_sum_squares<T: Float>(block: ArrayView2<T>, out: &mut [f64]) {
 /// plain float64 sum of squares left the normal range.
 pub fn row_log_norms_into<T: Float>(block: ArrayView2<T>, out: &mut [f64]) {
     row_sum_squares(block, out);
+    if out.iter().all(|o| o.is_normal()) {
+        return crate::simd::half_ln_slice(out);
+    }
     for (o, row) in out.iter_mut().zip(block.rows()) {
         *o = 0.5
             * if o.is_normal() {
-                o.ln()
+                crate::simd::ln(*o)
             } else {
                 log_sum_squares(row.iter().copied())
             };
