@@ -464,6 +464,14 @@ fn profile_impl<'py, T: Float + Element>(
     d.set_item("log_losses", p.log_losses.into_pyarray(py))?;
     d.set_item("point_log_norms", p.point_log_norms.into_pyarray(py))?;
     d.set_item("grad_log_norms", p.grad_log_norms.into_pyarray(py))?;
+    d.set_item(
+        "point_log_batch_norms",
+        p.point_log_batch_norms.into_pyarray(py),
+    )?;
+    d.set_item(
+        "grad_log_batch_norms",
+        p.grad_log_batch_norms.into_pyarray(py),
+    )?;
     d.set_item("weight_grad_log_norms", p.weight_grad_log_norms)?;
     d.set_item("weight_log_norms", p.weight_log_norms)?;
     let (std, sign) = stats_to_py(py, p.preactivations)?;

@@ -109,8 +109,7 @@ def _log_gsc_to_loss_batch(prof: dict, widths: np.ndarray) -> np.ndarray:
     """``ln G(i -> loss)`` with the batch as one input, shape ``(N+1,)``."""
     batch = prof["losses"].shape[0]
     log_loss = _logsumexp(prof["log_losses"], axis=0)  # ln L = ln sum_b l_b (every l_b >= 0)
-    grad = _logsumexp(2 * prof["grad_log_norms"], axis=1) / 2
-    point = _logsumexp(2 * prof["point_log_norms"], axis=1) / 2
+    grad, point = prof["grad_log_batch_norms"], prof["point_log_batch_norms"]  # ln of batch norms
     return grad - 0.5 * np.log(batch * widths) + point - log_loss
 
 

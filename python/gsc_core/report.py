@@ -173,11 +173,6 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _norms(log_norms: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        return np.exp(analysis._logsumexp(2 * log_norms, axis=1) / 2)
-
-
 def analyze(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = "sample", spectrum: bool = True) -> Report:
     """Analyses a network's gradient flow on a batch: one forward and one backward pass for
     everything but the spectrum (which needs one batched Jacobian).
@@ -220,8 +215,8 @@ def analyze(net: Network, x: Any, y: Any = None, loss: str = "mse", mode: str = 
         log_gsc=log_gsc,
         gsc_left_out=left_out,
         gsc_per_sample=analysis._exp(log_per_sample),
-        activation_norm=_norms(prof["point_log_norms"]),
-        gradient_norm=_norms(prof["grad_log_norms"]),
+        activation_norm=analysis._exp(prof["point_log_batch_norms"]),
+        gradient_norm=analysis._exp(prof["grad_log_batch_norms"]),
         weight_gradient_ratio=ratio,
         pre_activation_std=stats["std"],
         sign_diversity=stats["sign_diversity"],
@@ -273,12 +268,13 @@ def _theory_inputs(net: Network, x: np.ndarray) -> Optional[dict]:
     info = getattr(net, "_build_info", None)
     if not info or info["kind"] != "mlp" or info["norm"] is not None or info["init"] not in ("gaussian", "lecun", "he"):
         return None
-    x64 = x.astype(np.float64)
-    batch, d_in = x64.shape
+    batch, d_in = x.shape
     with np.errstate(over="ignore", invalid="ignore"):
-        sq = np.sum(x64**2, axis=1)
-        total = np.sum(x64, axis=0)
-        pair = (total @ total - np.sum(sq)) / (batch * (batch - 1) * d_in) if batch > 1 else 0.0
+        # float64 sums without a float64 copy of x, and no BLAS call (its idle threads would spin
+        # against the core's)
+        sq = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+        total = np.sum(x, axis=0, dtype=np.float64)
+        pair = (np.sum(total * total) - np.sum(sq)) / (batch * (batch - 1) * d_in) if batch > 1 else 0.0
     if not (np.all(np.isfinite(sq)) and np.isfinite(pair)):
         return None  # inputs beyond float64 squared (|x| ~ 1e154 and more): mean field has no q0 to start from
     return {

@@ -20,7 +20,9 @@ use crate::jvp::jvp;
 use crate::loss::{self, Loss, Targets};
 use crate::memory;
 use crate::network::{Network, Op};
-use crate::scale::{log_add_exp, log_sum_squares_of, row_log_norms_into, Exponents};
+use crate::scale::{
+    log_add_exp, log_batch_norms, log_sum_squares_of, row_log_norms_into, Exponents,
+};
 use crate::simd::multiversion;
 
 /// Per-unit statistics of every Activation layer's input `Z` (`B x d`), depth-first (SPEC §4).
@@ -321,6 +323,10 @@ pub struct Profile {
     pub point_log_norms: Array2<f64>,
     /// `ln ||(dL/dP_i)_b||_2` (row `b` of the total loss gradient), `(N + 1, B)`.
     pub grad_log_norms: Array2<f64>,
+    /// `ln ||P_i||_F` over the whole batch, `(N + 1,)` (see [`log_batch_norms`]).
+    pub point_log_batch_norms: Vec<f64>,
+    /// `ln ||dL/dP_i||_F` over the whole batch, `(N + 1,)`.
+    pub grad_log_batch_norms: Vec<f64>,
     /// `ln ||dL/dW||_F` per Dense layer.
     pub weight_grad_log_norms: Vec<f64>,
     /// `ln ||W||_F` per Dense layer.
@@ -443,6 +449,8 @@ pub fn profile<T: Float>(
     Ok(Profile {
         losses,
         log_losses,
+        point_log_batch_norms: log_batch_norms(point_log_norms.view()),
+        grad_log_batch_norms: log_batch_norms(grad_log_norms.view()),
         point_log_norms,
         grad_log_norms,
         weight_grad_log_norms: weight_grad_log_norms(&params),
@@ -567,10 +575,13 @@ fn profile_whole_batch<T: Float>(
     let (losses, seed) = loss::loss_and_output_grad(trace.point(net, n), loss, targets)?;
     let log_losses = loss::log_losses(&losses, &seed, loss);
     let (grad_log_norms, params) = backward_log_norms(net, &trace, seed, stop)?;
+    let point_log_norms = point_log_norms(net, &trace);
     Ok(Profile {
         losses: losses.mapv(|l| l.as_f64()),
         log_losses,
-        point_log_norms: point_log_norms(net, &trace),
+        point_log_batch_norms: log_batch_norms(point_log_norms.view()),
+        grad_log_batch_norms: log_batch_norms(grad_log_norms.view()),
+        point_log_norms,
         grad_log_norms,
         weight_grad_log_norms: weight_grad_log_norms(&params),
         weight_log_norms: weight_log_norms(net),

@@ -418,6 +418,26 @@ pub fn log_sum_squares<T: Float>(values: impl Iterator<Item = T> + Clone) -> f64
     2.0 * m.ln() + s.ln()
 }
 
+/// `ln sqrt(sum_b exp(2 l_b))` for every row `l` of `logs` (the log norms of a point's samples):
+/// the log of the norm of the whole batch seen as one vector, exact at any magnitude. NaN where
+/// a row holds a NaN, `inf` where it holds an `inf`, `-inf` where every entry is `-inf`.
+pub fn log_batch_norms(logs: ArrayView2<f64>) -> Vec<f64> {
+    logs.outer_iter()
+        .into_par_iter()
+        .map(|row| {
+            let row = row.to_vec();
+            if row.iter().any(|v| v.is_nan()) {
+                return f64::NAN;
+            }
+            let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if !m.is_finite() {
+                return m;
+            }
+            m + 0.5 * crate::simd::ln(crate::simd::sum_exp_twice_shifted(&row, m))
+        })
+        .collect()
+}
+
 /// `ln(e^a + e^b)`, exact for infinities.
 pub fn log_add_exp(a: f64, b: f64) -> f64 {
     if a == f64::NEG_INFINITY {
@@ -437,6 +457,27 @@ pub fn log_add_exp(a: f64, b: f64) -> f64 {
 mod tests {
     use super::*;
     use ndarray::array;
+
+    #[test]
+    fn batch_norms_from_sample_log_norms() {
+        let logs = array![
+            [0.0, 0.0, 0.0, 0.0],
+            [1e3, 1e3 + 0.5f64.ln(), f64::NEG_INFINITY, -1e3],
+            [f64::NEG_INFINITY; 4],
+            [1.0, f64::INFINITY, 0.0, 0.0],
+            [1.0, f64::NAN, f64::INFINITY, 0.0],
+        ];
+        let got = log_batch_norms(logs.view());
+        assert!((got[0] - 0.5 * 4f64.ln()).abs() < 1e-15);
+        assert!(
+            (got[1] - (1e3 + 0.5 * 1.25f64.ln())).abs() < 1e-12,
+            "{}",
+            got[1]
+        );
+        assert_eq!(got[2], f64::NEG_INFINITY);
+        assert_eq!(got[3], f64::INFINITY);
+        assert!(got[4].is_nan());
+    }
 
     #[test]
     fn subnormal_blocks_rescale_without_overflow() {

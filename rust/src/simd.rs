@@ -155,6 +155,22 @@ fn expm1_exp_nonpositive(y: f64) -> (f64, f64) {
     (em1, e)
 }
 
+/// `exp(y)` for `y <= 0`, branch-free and vectorisable (see [`expm1_exp_nonpositive`]).
+#[inline(always)]
+pub fn exp_nonpositive(y: f64) -> f64 {
+    expm1_exp_nonpositive(y).1
+}
+
+multiversion!(
+    /// `sum exp(2 (v - m))` over `values`, all `<= m`, in order (a log-sum-exp of `2 v`).
+    pub fn sum_exp_twice_shifted(values: &[f64], m: f64) -> f64 = sum_exp_twice_shifted_kernel
+);
+
+#[inline(always)]
+fn sum_exp_twice_shifted_kernel(values: &[f64], m: f64) -> f64 {
+    values.iter().map(|&v| exp_nonpositive(2.0 * (v - m))).sum()
+}
+
 /// `tanh(z)` and `tanh'(z)` from one `expm1`: with `u = expm1(-2|z|)`, `e = u + 1`,
 /// `tanh|z| = -u / (1 + e)` and `sech^2 z = 4 e / (1 + e)^2`.
 #[inline(always)]
