@@ -58,39 +58,15 @@ use gsc_core::{Activation, DenseParams, Float, Layer, Network, Stop};
 
 // ---------------------------------------------------------------------------------- data
 
-/// SplitMix64 + Box–Muller: deterministic Gaussians, no dependencies.
-struct Rng {
-    state: u64,
-    spare: Option<f64>,
-}
+/// Deterministic Gaussian inputs from the core's own generator (SplitMix64 + Box–Muller).
+struct Rng(analysis::Gaussian);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        Rng {
-            state: seed ^ 0x9E37_79B9_7F4A_7C15,
-            spare: None,
-        }
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1].
-    fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64)
+        Rng(analysis::Gaussian::new(seed))
     }
     fn gaussian(&mut self) -> f64 {
-        if let Some(s) = self.spare.take() {
-            return s;
-        }
-        let (u1, u2) = (self.uniform(), self.uniform());
-        let r = (-2.0 * u1.ln()).sqrt();
-        let t = 2.0 * std::f64::consts::PI * u2;
-        self.spare = Some(r * t.sin());
-        r * t.cos()
+        self.0.sample()
     }
     fn matrix<T: Float>(&mut self, rows: usize, cols: usize, std: f64) -> Array2<T> {
         Array2::from_shape_fn((rows, cols), |_| T::from_f64(std * self.gaussian()))
@@ -282,7 +258,8 @@ fn w1<T: Float>() -> W1<T> {
     let (net, shapes) = tanh_mlp::<T>(1, 50, 100, 100, W1_CLASSES);
     let mut rng = Rng::new(2);
     let x = rng.matrix::<T>(W1_BATCH, 100, 1.0);
-    let classes = Array1::from_shape_fn(W1_BATCH, |_| (rng.next_u64() % W1_CLASSES as u64) as i64);
+    let classes =
+        Array1::from_shape_fn(W1_BATCH, |_| (rng.0.next_u64() % W1_CLASSES as u64) as i64);
     W1 {
         net,
         shapes,

@@ -713,20 +713,21 @@ fn through_activation<T: Float>(
 }
 
 /// A small deterministic Gaussian generator (SplitMix64 + Box–Muller): probes depend only on the
-/// seed and the order they are drawn in, never on threads.
-struct Gaussian {
+/// seed and the order they are drawn in, never on threads. Public for the benches' inputs.
+pub struct Gaussian {
     state: u64,
     spare: Option<f64>,
 }
 
 impl Gaussian {
-    fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Gaussian {
             state: seed ^ 0x9E37_79B9_7F4A_7C15,
             spare: None,
         }
     }
-    fn next_u64(&mut self) -> u64 {
+    /// The next raw 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -737,7 +738,8 @@ impl Gaussian {
         // in (0, 1]
         ((self.next_u64() >> 11) as f64 + 1.0) * (1.0 / (1u64 << 53) as f64)
     }
-    fn sample(&mut self) -> f64 {
+    /// The next standard normal value.
+    pub fn sample(&mut self) -> f64 {
         if let Some(s) = self.spare.take() {
             return s;
         }

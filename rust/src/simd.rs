@@ -50,46 +50,23 @@ fn detect() -> Level {
     Level::Scalar
 }
 
-/// Compiles a generic slice function for each [`Level`] and calls the one [`level()`] chose:
+/// Compiles a slice function (generic over `T: Float` or not) for each [`Level`] and calls the one
+/// [`level()`] chose:
 /// `multiversion!(pub fn name<T: Float>(values: &[T]) -> R = kernel);` where
 /// `kernel` is an `#[inline(always)]` generic function of plain loops. The variants differ only in
 /// instruction width, never in the order of operations, so they return identical bits.
 macro_rules! multiversion {
-    ($(#[$doc:meta])* $vis:vis fn $name:ident<T: Float>($($arg:ident: $ty:ty),*) -> $ret:ty = $kernel:ident) => {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident$(<$t:ident: $bound:ident>)?($($arg:ident: $ty:ty),*) -> $ret:ty = $kernel:ident) => {
         $(#[$doc])*
-        $vis fn $name<T: Float>($($arg: $ty),*) -> $ret {
+        $vis fn $name$(<$t: $bound>)?($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2<T: Float>($($arg: $ty),*) -> $ret {
+            unsafe fn avx2$(<$t: $bound>)?($($arg: $ty),*) -> $ret {
                 $kernel($($arg),*)
             }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn avx512<T: Float>($($arg: $ty),*) -> $ret {
-                $kernel($($arg),*)
-            }
-            match $crate::simd::level() {
-                // SAFETY: `level()` only reports features the CPU has.
-                #[cfg(target_arch = "x86_64")]
-                $crate::simd::Level::Avx512 => unsafe { avx512($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                $crate::simd::Level::Avx2 => unsafe { avx2($($arg),*) },
-                _ => $kernel($($arg),*),
-            }
-        }
-    };
-    // the same for a function that is not generic
-    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) -> $ret:ty = $kernel:ident) => {
-        $(#[$doc])*
-        $vis fn $name($($arg: $ty),*) -> $ret {
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2($($arg: $ty),*) -> $ret {
-                $kernel($($arg),*)
-            }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn avx512($($arg: $ty),*) -> $ret {
+            unsafe fn avx512$(<$t: $bound>)?($($arg: $ty),*) -> $ret {
                 $kernel($($arg),*)
             }
             match $crate::simd::level() {
